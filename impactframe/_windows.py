@@ -1,0 +1,58 @@
+"""Date-window splitting (pure): the plan behind ``concurrency=N`` and the Dask reader.
+
+Each window is a closed range of UTC days that the API can be asked for on its own
+(``start_date``/``end_date`` are inclusive), so windows never overlap and together
+cover the range exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+__all__ = ["split_windows"]
+
+
+def split_windows(start: dt.date, end: dt.date, n: int) -> list[tuple[dt.date, dt.date]]:
+    """Split the inclusive day range ``[start, end]`` into at most ``n`` contiguous windows.
+
+    Windows are as equal in length as days allow, in ascending order, never empty,
+    never overlapping, and their union is exactly ``[start, end]``.
+
+    Parameters
+    ----------
+    start, end : datetime.date
+        First and last day, both included; ``start <= end``.
+    n : int
+        The number of windows wanted (at least 1); fewer come back when the range
+        has fewer days.
+
+    Returns
+    -------
+    list of (datetime.date, datetime.date)
+        Inclusive ``(first_day, last_day)`` pairs.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> split_windows(dt.date(2024, 1, 1), dt.date(2024, 1, 10), 3)  # doctest: +NORMALIZE_WHITESPACE
+    [(datetime.date(2024, 1, 1), datetime.date(2024, 1, 4)),
+     (datetime.date(2024, 1, 5), datetime.date(2024, 1, 7)),
+     (datetime.date(2024, 1, 8), datetime.date(2024, 1, 10))]
+    """
+    if start > end:
+        msg = f"start must not be after end; got start={start} and end={end}"
+        raise ValueError(msg)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        msg = f"n must be an integer >= 1; got {n!r}"
+        raise ValueError(msg)
+    days = (end - start).days + 1
+    n = min(n, days)
+    base, extra = divmod(days, n)
+    windows = []
+    first = start
+    for i in range(n):
+        length = base + (1 if i < extra else 0)
+        last = first + dt.timedelta(days=length - 1)
+        windows.append((first, last))
+        first = last + dt.timedelta(days=1)
+    return windows

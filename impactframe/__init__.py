@@ -1,12 +1,19 @@
-"""impactframe: the 1ClickImpact Records API as typed, validated pandas DataFrames."""
+"""impactframe: the 1ClickImpact Records API as typed, validated pandas DataFrames.
+
+Start with :func:`load_records` and :func:`load_customer_records`; see the README.
+"""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import _accessor  # noqa: F401  (registers the DataFrame.impact accessor)
+from ._privacy import pseudonymize
+from .client import Client
 from .errors import (
     APIError,
     AuthenticationError,
+    CacheWarning,
     DuplicateRecordWarning,
     ImpactFrameError,
     ImpactFrameWarning,
@@ -15,6 +22,8 @@ from .errors import (
     SchemaDriftWarning,
     ValidationError,
 )
+from .export import ExportResult, export_parquet
+from .loaders import load_customer_records, load_records
 
 try:
     __version__ = version("impactframe")
@@ -24,7 +33,10 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "CacheWarning",
+    "Client",
     "DuplicateRecordWarning",
+    "ExportResult",
     "ImpactFrameError",
     "ImpactFrameWarning",
     "PaginationError",
@@ -32,4 +44,8 @@ __all__ = [
     "SchemaDriftWarning",
     "ValidationError",
     "__version__",
+    "export_parquet",
+    "load_customer_records",
+    "load_records",
+    "pseudonymize",
 ]

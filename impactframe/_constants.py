@@ -49,7 +49,8 @@ DEFAULT_METADATA_PREFIX: Final = "metadata_"
 
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_MAX_RETRIES: Final = 5
-#: Exponential backoff: base * 2**attempt seconds, full jitter, never above the cap.
+#: Exponential backoff: base * 2**attempt seconds with equal jitter (half fixed, half
+#: random), never above the cap.
 BACKOFF_BASE: Final = 0.5
 BACKOFF_CAP: Final = 30.0
 #: A server's Retry-After is honoured up to this many seconds.

@@ -34,10 +34,10 @@ def split_windows(start: dt.date, end: dt.date, n: int) -> list[tuple[dt.date, d
     Examples
     --------
     >>> import datetime as dt
-    >>> split_windows(dt.date(2024, 1, 1), dt.date(2024, 1, 10), 3)  # doctest: +NORMALIZE_WHITESPACE
-    [(datetime.date(2024, 1, 1), datetime.date(2024, 1, 4)),
-     (datetime.date(2024, 1, 5), datetime.date(2024, 1, 7)),
-     (datetime.date(2024, 1, 8), datetime.date(2024, 1, 10))]
+    >>> windows = split_windows(dt.date(2024, 1, 1), dt.date(2024, 1, 10), 3)
+    >>> [(str(a), str(b)) for a, b in windows]  # doctest: +NORMALIZE_WHITESPACE
+    [('2024-01-01', '2024-01-04'), ('2024-01-05', '2024-01-07'),
+     ('2024-01-08', '2024-01-10')]
     """
     if start > end:
         msg = f"start must not be after end; got start={start} and end={end}"

@@ -12,6 +12,7 @@ Our exception hierarchy::
 
     ImpactFrameWarning (UserWarning)
     ├── SchemaDriftWarning           the API sent a field or impact type we do not know
+    ├── CacheWarning                 a cache entry was unusable (corrupt, old layout) or not stored
     └── DuplicateRecordWarning       two records share (user_id, time_utc) but differ
 
 Argument errors are plain ``ValueError`` raised before any request is sent.
@@ -24,6 +25,7 @@ from typing import Any
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "CacheWarning",
     "DuplicateRecordWarning",
     "ImpactFrameError",
     "ImpactFrameWarning",
@@ -121,3 +123,7 @@ class SchemaDriftWarning(ImpactFrameWarning):
 
 class DuplicateRecordWarning(ImpactFrameWarning):
     """Two records share ``(user_id, time_utc)`` but differ in content; both were kept."""
+
+
+class CacheWarning(ImpactFrameWarning):
+    """A cache entry was unusable (corrupt, old layout) and is refetched, or was not stored."""

@@ -1,0 +1,140 @@
+"""Fetch the pages of a query in the requested order, on one cursor chain or on several.
+
+``concurrency=1`` walks one cursor chain. ``concurrency=N`` splits the query's date range
+into day windows (:mod:`impactframe._windows`), walks each window's own chain on a pool of
+``N`` threads, and hands the pages back in window order, so the rows come out exactly as
+one chain would give them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from ._windows import split_windows
+
+if TYPE_CHECKING:
+    from ._params import Query
+    from .client import Client
+
+__all__ = ["date_bounds", "iter_record_pages", "plan_windows"]
+
+logger = logging.getLogger("impactframe")
+
+#: Windows per worker: more, smaller windows even out days that hold more records.
+WINDOWS_PER_WORKER = 4
+
+
+def _utc_day(time_utc: str) -> dt.date:
+    # time_utc is "YYYY-MM-DDTHH:MM:SS.sssZ": its first ten characters are the UTC day.
+    return dt.date.fromisoformat(time_utc[:10])
+
+
+def _edge_day(client: Client, endpoint: str, query: Query, sort_order: str) -> dt.date | None:
+    """The UTC day of the first record in ``sort_order``, or ``None`` when there is none."""
+    # Without filter_by: a filter applied after the limit (DynamoDB style) could leave a
+    # one-record page empty, and the unfiltered range is a superset anyway.
+    probe = dataclasses.replace(query, filter_by=None, sort_order=sort_order, page_size=1)
+    for page in client.iter_pages(endpoint, probe, max_records=1):
+        for record in page.records:
+            if isinstance(record, dict) and isinstance(record.get("time_utc"), str):
+                return _utc_day(record["time_utc"])
+    return None
+
+
+def date_bounds(client: Client, endpoint: str, query: Query) -> tuple[dt.date, dt.date] | None:
+    """The first and last UTC day the query can cover, asking the API where it is open-ended.
+
+    Costs one ``limit=1`` request per open end (SPEC §7); ``None`` when no record matches.
+    """
+    start = query.start_date or _edge_day(client, endpoint, query, "asc")
+    end = query.end_date or _edge_day(client, endpoint, query, "desc")
+    if start is None or end is None or start > end:
+        return None
+    return start, end
+
+
+def plan_windows(
+    client: Client, endpoint: str, query: Query, n_windows: int
+) -> list[Query] | None:
+    """Split ``query`` into at most ``n_windows`` queries over disjoint day windows, in row order.
+
+    ``None`` when the query matches nothing at all.
+    """
+    bounds = date_bounds(client, endpoint, query)
+    if bounds is None:
+        return None
+    windows = split_windows(bounds[0], bounds[1], n_windows)
+    if query.sort_order == "desc":
+        windows.reverse()
+    return [dataclasses.replace(query, start_date=a, end_date=b) for a, b in windows]
+
+
+def _walk(client: Client, endpoint: str, query: Query) -> list[list[object]]:
+    return [page.records for page in client.iter_pages(endpoint, query)]
+
+
+def iter_record_pages(
+    client: Client,
+    endpoint: str,
+    query: Query,
+    *,
+    max_records: int | None = None,
+    concurrency: int = 1,
+    on_page: Callable[[int], None] | None = None,
+) -> Iterator[list[object]]:
+    """Yield the record lists of every page of ``query``, in the requested order.
+
+    Parameters
+    ----------
+    client : Client
+        Sends the requests (retries included).
+    endpoint : {"records", "customer_records"}
+    query : Query
+        The normalised query.
+    max_records : int, optional
+        Stop once this many records were yielded; forces one cursor chain so that no
+        page beyond the last one needed is fetched.
+    concurrency : int
+        Number of cursor chains walked at once over disjoint date windows.
+    on_page : callable, optional
+        Called with the number of records of each page, e.g. to move a progress bar.
+    """
+    if concurrency <= 1 or max_records is not None:
+        for page in client.iter_pages(endpoint, query, max_records=max_records):
+            if on_page is not None:
+                on_page(len(page.records))
+            yield page.records
+        return
+
+    windows = plan_windows(client, endpoint, query, concurrency * WINDOWS_PER_WORKER)
+    if not windows:
+        return
+    logger.debug("walking %d date windows on %d threads", len(windows), concurrency)
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="impactframe") as pool:
+        pending: deque[Future[list[list[object]]]] = deque()
+        todo = iter(windows)
+        try:
+            # Keep a bounded number of windows in flight so memory stays proportional to
+            # the workers, not to the whole history, and hand pages back in window order.
+            for window in todo:
+                pending.append(pool.submit(_walk, client, endpoint, window))
+                if len(pending) >= 2 * concurrency:
+                    break
+            while pending:
+                pages = pending.popleft().result()
+                next_window = next(todo, None)
+                if next_window is not None:
+                    pending.append(pool.submit(_walk, client, endpoint, next_window))
+                for records in pages:
+                    if on_page is not None:
+                        on_page(len(records))
+                    yield records
+        finally:
+            for future in pending:
+                future.cancel()

@@ -1,0 +1,398 @@
+"""A lazy Dask DataFrame of a query, one partition per date window (SPEC §7).
+
+Needs the extra ``impactframe[dask]``; Dask is imported only when a reader is called.
+
+The reader asks the API for the first and last day of the query (one ``limit=1`` request per
+open end, as ``concurrency=N`` does), splits that range into day windows and builds one
+partition per window with ``dask.dataframe.from_map``. Each partition is fetched, validated
+and typed by `load_records` on whichever worker runs it. Dask must know the columns before
+any partition is fetched, so metadata comes as one JSON column ``metadata`` unless
+``metadata_keys`` names the ``metadata_<key>`` columns wanted.
+
+The API key travels inside the task graph (workers need it) wrapped in an object whose
+``repr`` is ``***`` and whose Dask token is the key's fingerprint, so printing the frame, its
+graph or its expression never shows the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ._constants import DTYPE_BACKENDS
+from ._fetch import date_bounds
+from ._frame import empty_frame
+from ._params import Query, check_choice, normalize_query
+from ._windows import split_windows
+from .client import Client, _resolve_api_key
+from .loaders import load_customer_records, load_records
+
+if TYPE_CHECKING:
+    import dask.dataframe
+
+__all__ = ["read_customer_records", "read_records"]
+
+_PREFIX = "metadata_"
+
+
+def _require_dask() -> Any:
+    try:
+        import dask.dataframe as dd
+    except ImportError as exc:
+        msg = "impactframe.dask needs Dask: install impactframe[dask]"
+        raise ImportError(msg) from exc
+    return dd
+
+
+class _HiddenKey:
+    """The API key, picklable, shown as ``***`` and tokenized by its fingerprint only.
+
+    The token must still differ between keys: a shared scheduler reuses results by task
+    name, and one account must never be handed another account's partitions.
+    """
+
+    __slots__ = ("_fingerprint", "_value")
+
+    def __init__(self, value: str, base_url: str) -> None:
+        self._value = value
+        self._fingerprint = hashlib.sha256(f"{base_url}\n{value}".encode()).hexdigest()[:16]
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "_HiddenKey('***')"
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        return ("impactframe-key", self._fingerprint)
+
+    def __getstate__(self) -> tuple[str, str]:
+        return self._value, self._fingerprint
+
+    def __setstate__(self, state: tuple[str, str]) -> None:
+        self._value, self._fingerprint = state
+
+
+def _meta(endpoint: str, metadata_keys: tuple[str, ...] | None, dtype_backend: str) -> pd.DataFrame:
+    """The empty frame every partition matches: fixed columns, then the metadata column(s)."""
+    if metadata_keys is None:
+        return empty_frame(endpoint, metadata="json", dtype_backend=dtype_backend)
+    meta = empty_frame(endpoint, metadata="drop", dtype_backend=dtype_backend)
+    string = meta["user_id"].dtype
+    for key in metadata_keys:
+        meta[f"{_PREFIX}{key}"] = pd.Series([], dtype=string, index=meta.index)
+    return meta
+
+
+def _conform(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """Exactly meta's columns and dtypes; a new impact type keeps its value (see `read_records`)."""
+    columns: dict[str, Any] = {}
+    for name in meta.columns:
+        dtype = meta[name].dtype
+        if name not in frame.columns:
+            columns[name] = pd.Series(pd.NA, index=frame.index, dtype=dtype)
+            continue
+        column = frame[name]
+        if isinstance(dtype, pd.CategoricalDtype) and isinstance(column.dtype, pd.CategoricalDtype):
+            known = list(dtype.categories)
+            new = [c for c in column.cat.categories if c not in dtype.categories]
+            columns[name] = column.cat.set_categories([*known, *new])
+        elif column.dtype != dtype:
+            columns[name] = column.astype(dtype)
+        else:
+            columns[name] = column
+    return pd.DataFrame(columns, index=frame.index)
+
+
+class _WindowReader:
+    """Loads one date window on a worker and shapes it like the Dask frame's meta."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        query: Query,
+        *,
+        key: _HiddenKey,
+        base_url: str,
+        metadata_keys: tuple[str, ...] | None,
+        dtype_backend: str,
+    ) -> None:
+        self.endpoint = endpoint
+        self.query = query
+        self.key = key
+        self.base_url = base_url
+        self.metadata_keys = metadata_keys
+        self.dtype_backend = dtype_backend
+
+    def __repr__(self) -> str:
+        return f"_WindowReader(endpoint={self.endpoint!r}, base_url={self.base_url!r})"
+
+    def __dask_tokenize__(self) -> tuple[object, ...]:
+        return (
+            "impactframe-window-reader",
+            self.endpoint,
+            self.query.key(),
+            self.key.__dask_tokenize__(),
+            self.base_url,
+            self.metadata_keys,
+            self.dtype_backend,
+        )
+
+    def __call__(self, window: tuple[str, str]) -> pd.DataFrame:
+        options: dict[str, Any] = {
+            "filter_by": self.query.filter_by,
+            "start_date": window[0],
+            "end_date": window[1],
+            "sort_order": self.query.sort_order,
+            "page_size": self.query.page_size,
+            "metadata": "json" if self.metadata_keys is None else "columns",
+            "metadata_prefix": _PREFIX,
+            "dtype_backend": self.dtype_backend,
+            "progress": False,
+            "api_key": self.key.get(),
+            "base_url": self.base_url,
+        }
+        if self.endpoint == "customer_records":
+            frame = load_customer_records(customer_email=self.query.customer_email, **options)
+        else:
+            frame = load_records(**options)
+        return _conform(frame, _meta(self.endpoint, self.metadata_keys, self.dtype_backend))
+
+
+def _check_metadata_keys(metadata_keys: object) -> tuple[str, ...] | None:
+    if metadata_keys is None:
+        return None
+    items = [metadata_keys] if isinstance(metadata_keys, str) else metadata_keys
+    if not isinstance(items, Iterable) or isinstance(items, bytes | dict):
+        items = None
+    else:
+        items = list(items)
+    if items is None or not all(isinstance(k, str) and k for k in items):
+        msg = (
+            f"metadata_keys: {metadata_keys!r} is not accepted; expected None (one JSON column "
+            "'metadata') or a list of metadata keys (non-empty strings)"
+        )
+        raise ValueError(msg)
+    return tuple(sorted(set(items)))
+
+
+def _check_npartitions(npartitions: object) -> int | None:
+    if npartitions is None:
+        return None
+    if isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
+        msg = (
+            f"npartitions: {npartitions!r} is not accepted; expected None (one per month) "
+            "or an int >= 1"
+        )
+        raise ValueError(msg)
+    return npartitions
+
+
+def _months(start: dt.date, end: dt.date) -> int:
+    return (end.year - start.year) * 12 + end.month - start.month + 1
+
+
+def _read(
+    endpoint: str,
+    *,
+    customer_email: str | None = None,
+    filter_by: str | Iterable[str] | None,
+    start_date: Any,
+    end_date: Any,
+    sort_order: str,
+    page_size: int,
+    metadata_keys: Iterable[str] | None,
+    npartitions: int | None,
+    dtype_backend: str,
+    api_key: str | None,
+    base_url: str | None,
+) -> dask.dataframe.DataFrame:
+    query = normalize_query(
+        endpoint,
+        filter_by=filter_by,
+        start_date=start_date,
+        end_date=end_date,
+        sort_order=sort_order,
+        page_size=page_size,
+        customer_email=customer_email,
+    )
+    keys = _check_metadata_keys(metadata_keys)
+    n = _check_npartitions(npartitions)
+    check_choice(dtype_backend, "dtype_backend", DTYPE_BACKENDS)
+    dd = _require_dask()
+
+    key = _resolve_api_key(api_key)
+    with Client(key, base_url=base_url) as client:
+        resolved_url = client.base_url
+        bounds = date_bounds(client, endpoint, query)
+    if bounds is None:
+        # Nothing matches now; one partition asks again when computed.
+        windows = [(query.start_date, query.end_date)]
+    else:
+        windows = list(split_windows(*bounds, n or _months(*bounds)))
+        if query.sort_order == "desc":
+            windows.reverse()
+    reader = _WindowReader(
+        endpoint,
+        query,
+        key=_HiddenKey(key, resolved_url),
+        base_url=resolved_url,
+        metadata_keys=keys,
+        dtype_backend=dtype_backend,
+    )
+    spans = [(a.isoformat() if a else None, b.isoformat() if b else None) for a, b in windows]
+    return dd.from_map(
+        reader,
+        spans,
+        meta=_meta(endpoint, keys, dtype_backend),
+        divisions=None,
+        label=f"impactframe-{endpoint.replace('_', '-')}",
+        enforce_metadata=True,
+    )
+
+
+_COMMON_DOC = """
+    filter_by : str or list of str, optional
+        One impact type or several.
+    start_date, end_date : str, datetime.date, datetime.datetime or pandas.Timestamp, optional
+        First and last UTC day, both inclusive. An open end is found with one ``limit=1``
+        request when the frame is built.
+    sort_order : {"asc", "desc"}
+        Row order by ``time_utc``, inside each partition and across partitions.
+    page_size : int
+        Records per request (the API's ``limit``), 1 to 1000.
+    metadata_keys : list of str, optional
+        ``None``: metadata as one JSON string column ``metadata`` (as ``metadata="json"``).
+        A list: exactly one string column ``metadata_<key>`` per key (sorted), present even in
+        windows where no record has it; other keys are left out.
+    npartitions : int, optional
+        Number of date windows (fewer if the range has fewer days); default one per calendar
+        month of the range. Windows split the days evenly, not the records.
+    dtype_backend : {"numpy_nullable", "pyarrow"}
+        As for `load_records`.
+    api_key : str, optional
+        Defaults to ``IMPACTFRAME_API_KEY`` (read here, not on the workers).
+    base_url : str, optional
+        Defaults to ``IMPACTFRAME_BASE_URL``, then the production host.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Lazy, with unknown divisions; each partition has a RangeIndex of its own.
+        ``impact_type`` is categorical with the known types (SPEC §1) in ``meta``. A window
+        that holds a type this version does not know keeps it as an extra category of that
+        partition (nothing is lost; Dask unions categories when partitions are combined),
+        but ``meta`` does not list it: call ``.cat.as_unknown()`` before relying on the
+        categories. Columns a record adds beyond the schema (schema drift) are not part of
+        ``meta`` and are left out; the loader's ``SchemaDriftWarning`` still reports them.
+
+    Raises
+    ------
+    ImportError
+        Dask is not installed (``pip install 'impactframe[dask]'``).
+    ValueError
+        A bad argument, before any request is sent.
+    impactframe.APIError
+        Finding the bounds failed; partitions raise the loaders' errors when computed.
+"""
+
+
+def read_records(
+    *,
+    filter_by: str | Iterable[str] | None = None,
+    start_date: Any = None,
+    end_date: Any = None,
+    sort_order: str = "asc",
+    page_size: int = 1000,
+    metadata_keys: Iterable[str] | None = None,
+    npartitions: int | None = None,
+    dtype_backend: str = "numpy_nullable",
+    api_key: str | None = None,
+    base_url: str | None = None,
+) -> dask.dataframe.DataFrame:
+    """Read the account's impact records (``/v1/records``) as a lazy Dask DataFrame.
+
+    Parameters
+    ----------
+    {common}
+    Examples
+    --------
+    >>> from impactframe.sandbox import SandboxServer
+    >>> from impactframe.dask import read_records
+    >>> with SandboxServer(n_records=100) as server:
+    ...     ddf = read_records(api_key=server.api_key, base_url=server.url, npartitions=4)
+    ...     frame = ddf.compute(scheduler="sync")
+    >>> ddf.npartitions, len(frame), "metadata" in frame.columns
+    (4, 100, True)
+    """
+    return _read(
+        "records",
+        filter_by=filter_by,
+        start_date=start_date,
+        end_date=end_date,
+        sort_order=sort_order,
+        page_size=page_size,
+        metadata_keys=metadata_keys,
+        npartitions=npartitions,
+        dtype_backend=dtype_backend,
+        api_key=api_key,
+        base_url=base_url,
+    )
+
+
+def read_customer_records(
+    *,
+    customer_email: str | None = None,
+    filter_by: str | Iterable[str] | None = None,
+    start_date: Any = None,
+    end_date: Any = None,
+    sort_order: str = "asc",
+    page_size: int = 1000,
+    metadata_keys: Iterable[str] | None = None,
+    npartitions: int | None = None,
+    dtype_backend: str = "numpy_nullable",
+    api_key: str | None = None,
+    base_url: str | None = None,
+) -> dask.dataframe.DataFrame:
+    """Read the records made for customers (``/v1/customer_records``) as a lazy Dask DataFrame.
+
+    Parameters
+    ----------
+    customer_email : str, optional
+        Only this customer's records.
+    {common}
+    Examples
+    --------
+    >>> from impactframe.sandbox import SandboxServer
+    >>> from impactframe.dask import read_customer_records
+    >>> with SandboxServer(n_customer_records=60) as server:
+    ...     ddf = read_customer_records(api_key=server.api_key, base_url=server.url,
+    ...                                 metadata_keys=["order_id"])
+    ...     frame = ddf.compute(scheduler="sync")
+    >>> list(frame.columns[:2]), list(frame.columns[-1:])
+    (['user_id', 'customer_id'], ['metadata_order_id'])
+    """
+    return _read(
+        "customer_records",
+        customer_email=customer_email,
+        filter_by=filter_by,
+        start_date=start_date,
+        end_date=end_date,
+        sort_order=sort_order,
+        page_size=page_size,
+        metadata_keys=metadata_keys,
+        npartitions=npartitions,
+        dtype_backend=dtype_backend,
+        api_key=api_key,
+        base_url=base_url,
+    )
+
+
+read_records.__doc__ = (read_records.__doc__ or "").replace("{common}", _COMMON_DOC.strip())
+read_customer_records.__doc__ = (read_customer_records.__doc__ or "").replace(
+    "{common}", _COMMON_DOC.strip()
+)

@@ -1,0 +1,154 @@
+"""Date windows (pure) and the rows they give: ``concurrency=N`` must equal one cursor chain."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pandas.testing import assert_frame_equal
+
+import impactframe.loaders as loaders
+from impactframe._constants import IMPACT_TYPES
+from impactframe._fetch import WINDOWS_PER_WORKER
+from impactframe._windows import split_windows
+from impactframe.sandbox import SandboxServer, generate_records
+
+DAYS = st.dates(min_value=dt.date(2000, 1, 1), max_value=dt.date(2030, 12, 31))
+
+
+@settings(max_examples=100, deadline=None)
+@given(start=DAYS, length=st.integers(0, 4000), n=st.integers(1, 200))
+def test_split_windows_cover_the_range_exactly_once(start: dt.date, length: int, n: int) -> None:
+    end = start + dt.timedelta(days=length)
+    windows = split_windows(start, end, n)
+    days = length + 1
+    assert 1 <= len(windows) == min(n, days)
+    assert windows[0][0] == start
+    assert windows[-1][1] == end
+    for first, last in windows:
+        assert first <= last  # never empty
+    for (_, last), (first, _) in itertools.pairwise(windows):
+        assert first == last + dt.timedelta(days=1)  # contiguous, no overlap, no gap
+    lengths = [(last - first).days + 1 for first, last in windows]
+    assert sum(lengths) == days
+    assert max(lengths) - min(lengths) <= 1  # balanced
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "n", "argument"),
+    [
+        (dt.date(2024, 1, 2), dt.date(2024, 1, 1), 1, "start"),
+        (dt.date(2024, 1, 1), dt.date(2024, 1, 2), 0, "n"),
+        (dt.date(2024, 1, 1), dt.date(2024, 1, 2), True, "n"),
+    ],
+)
+def test_split_windows_refuses_bad_input(
+    start: dt.date, end: dt.date, n: int, argument: str
+) -> None:
+    with pytest.raises(ValueError, match=argument):
+        split_windows(start, end, n)
+
+
+def _load(server: SandboxServer, **query: object):
+    return loaders.load_records(
+        api_key=server.api_key, base_url=server.url, progress=False, **query
+    )
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    n=st.integers(0, 250),
+    seed=st.integers(0, 10_000),
+    span=st.integers(0, 900),
+    concurrency=st.sampled_from([2, 4, 8]),
+    sort_order=st.sampled_from(["asc", "desc"]),
+    filter_by=st.none() | st.lists(st.sampled_from(IMPACT_TYPES), min_size=1, max_size=3),
+    filter_after_limit=st.booleans(),
+    page_size=st.integers(1, 40),
+    bounded=st.booleans(),
+)
+def test_concurrency_gives_the_rows_of_one_chain(
+    n: int,
+    seed: int,
+    span: int,
+    concurrency: int,
+    sort_order: str,
+    filter_by: list[str] | None,
+    filter_after_limit: bool,
+    page_size: int,
+    bounded: bool,
+) -> None:
+    first = dt.date(2023, 1, 1)
+    last = first + dt.timedelta(days=span)
+    records = generate_records(n, seed=seed, start=first, end=last)
+    query: dict[str, object] = {
+        "sort_order": sort_order,
+        "filter_by": filter_by,
+        "page_size": page_size,
+    }
+    if bounded:
+        # A closed range that cuts into the data at both ends.
+        query["start_date"] = first + dt.timedelta(days=span // 4)
+        query["end_date"] = last - dt.timedelta(days=span // 4)
+    with SandboxServer(records=records, filter_after_limit=filter_after_limit) as server:
+        one = _load(server, **query)
+        server.clear_log()
+        many = _load(server, concurrency=concurrency, **query)
+        logged = server.requests
+    assert_frame_equal(many, one)
+    column = many["time_utc"]
+    assert column.is_monotonic_increasing if sort_order == "asc" else column.is_monotonic_decreasing
+
+    # The rows really came from several cursor chains, one per planned window.
+    if bounded:
+        days = (query["end_date"] - query["start_date"]).days + 1  # type: ignore[operator]
+    elif records:
+        days = (_day(records[-1]) - _day(records[0])).days + 1
+    else:
+        days = 0
+    walked = {
+        (r.params["start_date"][0], r.params["end_date"][0])
+        for r in logged
+        if "start_date" in r.params and "end_date" in r.params
+    }
+    assert len(walked) == min(days, concurrency * WINDOWS_PER_WORKER)
+
+
+def _day(record: dict) -> dt.date:
+    return dt.date.fromisoformat(record["time_utc"][:10])
+
+
+@pytest.fixture(scope="module")
+def dynamo() -> Iterator[SandboxServer]:
+    """Filters applied after the limit: short and empty pages that still carry a cursor."""
+    records = generate_records(700, seed=41, start="2022-06-01", end="2024-05-31")
+    with SandboxServer(records=records, filter_after_limit=True) as server:
+        yield server
+
+
+@pytest.mark.parametrize("sort_order", ["asc", "desc"])
+@pytest.mark.parametrize("concurrency", [2, 4, 8])
+def test_every_concurrency_and_order_with_filters_after_the_limit(
+    dynamo: SandboxServer, concurrency: int, sort_order: str
+) -> None:
+    query = {
+        "filter_by": ["coral_restored", "money_donated"],
+        "sort_order": sort_order,
+        "page_size": 25,
+        "start_date": "2022-09-15",
+    }
+    one = _load(dynamo, **query)
+    dynamo.clear_log()
+    many = _load(dynamo, concurrency=concurrency, **query)
+    assert 0 < len(one) < 700
+    assert set(many["impact_type"].astype(str)) == {"coral_restored", "money_donated"}
+    assert any(r.status == 200 and "cursor" in r.params for r in dynamo.requests)
+    assert_frame_equal(many, one)

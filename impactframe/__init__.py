@@ -5,9 +5,13 @@ Start with :func:`load_records` and :func:`load_customer_records`; see the READM
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
-from . import _accessor  # noqa: F401  (registers the DataFrame.impact accessor)
+from . import (
+    _accessor,  # noqa: F401  (registers the DataFrame.impact accessor)
+    aggregate,
+    schemas,
+)
 from ._privacy import pseudonymize
 from .client import Client
 from .errors import (
@@ -24,10 +28,11 @@ from .errors import (
 )
 from .export import ExportResult, export_parquet
 from .loaders import load_customer_records, load_records
+from .schemas import CustomerRecordsSchema, RecordsSchema
 
 try:
-    __version__ = version("impactframe")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = _metadata.version("impactframe")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
 __all__ = [
@@ -35,17 +40,21 @@ __all__ = [
     "AuthenticationError",
     "CacheWarning",
     "Client",
+    "CustomerRecordsSchema",
     "DuplicateRecordWarning",
     "ExportResult",
     "ImpactFrameError",
     "ImpactFrameWarning",
     "PaginationError",
     "RateLimitError",
+    "RecordsSchema",
     "SchemaDriftWarning",
     "ValidationError",
     "__version__",
+    "aggregate",
     "export_parquet",
     "load_customer_records",
     "load_records",
     "pseudonymize",
+    "schemas",
 ]

@@ -1,0 +1,95 @@
+"""The public surface is pinned: adding or removing a name is a deliberate change."""
+
+from __future__ import annotations
+
+import inspect
+import types
+from pathlib import Path
+
+import impactframe as ifr
+
+EXPECTED = [
+    "APIError",
+    "AuthenticationError",
+    "CacheWarning",
+    "Client",
+    "CustomerRecordsSchema",
+    "DuplicateRecordWarning",
+    "ExportResult",
+    "ImpactFrameError",
+    "ImpactFrameWarning",
+    "PaginationError",
+    "RateLimitError",
+    "RecordsSchema",
+    "SchemaDriftWarning",
+    "ValidationError",
+    "__version__",
+    "aggregate",
+    "export_parquet",
+    "load_customer_records",
+    "load_records",
+    "pseudonymize",
+    "schemas",
+]
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert ifr.__all__ == EXPECTED
+    assert ifr.__all__ == sorted(ifr.__all__, key=lambda name: (name[0].islower(), name))
+
+
+def test_every_public_name_is_exported() -> None:
+    public = {
+        name
+        for name, value in vars(ifr).items()
+        if not name.startswith("_")
+        and name != "annotations"  # from __future__
+        and not (isinstance(value, types.ModuleType) and name not in ifr.__all__)
+    }
+    assert public | {"__version__"} == set(ifr.__all__)
+
+
+def test_keywords_only_and_documented() -> None:
+    for name in ("load_records", "load_customer_records", "export_parquet", "pseudonymize"):
+        func = getattr(ifr, name)
+        params = list(inspect.signature(func).parameters.values())
+        positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+        assert positional in ([], ["path", "endpoint"], ["df"]), (name, positional)
+        doc = inspect.getdoc(func) or ""
+        assert "Parameters" in doc
+        assert "Examples" in doc
+    client_params = inspect.signature(ifr.Client).parameters
+    assert [p.name for p in client_params.values() if p.kind is p.POSITIONAL_OR_KEYWORD] == [
+        "api_key"
+    ]
+
+
+def test_loader_signatures_match_the_spec() -> None:
+    expected = {
+        "filter_by": None,
+        "start_date": None,
+        "end_date": None,
+        "sort_order": "asc",
+        "page_size": 1000,
+        "max_records": None,
+        "metadata": "columns",
+        "cache": False,
+        "refresh": False,
+        "concurrency": 1,
+        "progress": None,
+        "dtype_backend": "numpy_nullable",
+        "client": None,
+        "api_key": None,
+        "base_url": None,
+    }
+    cases = ((ifr.load_records, {}), (ifr.load_customer_records, {"customer_email": None}))
+    for func, extra in cases:
+        defaults = {n: p.default for n, p in inspect.signature(func).parameters.items()}
+        for name, default in {**expected, **extra}.items():
+            assert defaults[name] == default, (func.__name__, name)
+
+
+def test_typed_package() -> None:
+    assert (Path(ifr.__file__).parent / "py.typed").exists()
+    assert isinstance(ifr.__version__, str)
+    assert ifr.__version__ != "0.0.0"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import os
 import sys
@@ -78,7 +79,10 @@ def _progress_bar(progress: bool | None, description: str) -> Iterator[Any]:
     if not progress:
         yield None
         return
-    from tqdm.auto import tqdm
+    if _in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:  # tqdm.auto would warn in a notebook without ipywidgets; a text bar works anywhere
+        from tqdm.std import tqdm  # type: ignore[assignment]
 
     bar = tqdm(desc=description, unit=" records", unit_scale=True, leave=False)
     try:

@@ -96,11 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     network, hit = cache_hit_vs_network(args.records, args.runs)
-    print(f"| cache hit vs network, {args.records:,} customer records | network {network:.2f} s |"
-          f" cache {hit:.3f} s | {network / hit:.0f}x faster |")
+    print(
+        f"| cache hit vs network, {args.records:,} customer records | network {network:.2f} s |"
+        f" cache {hit:.3f} s | {network / hit:.0f}x faster |"
+    )
     full, refreshed, rows = refresh_requests(args.records)
-    print(f"| incremental refresh, {rows:,} rows, one new day | full reload {full} requests |"
-          f" refresh {refreshed} requests | {full / refreshed:.0f}x fewer |")
+    print(
+        f"| incremental refresh, {rows:,} rows, one new day | full reload {full} requests |"
+        f" refresh {refreshed} requests | {full / refreshed:.0f}x fewer |"
+    )
     return 0
 
 

@@ -80,7 +80,20 @@ _FLOAT = pd.Float64Dtype()
 
 
 def _make_private_dir(path: pathlib.Path) -> None:
-    """Create `path` (and missing parents) and make it ``0700`` whatever the umask."""
+    """Create `path` (and missing parents) and make it ``0700`` whatever the umask.
+
+    Parents this call creates are ``0700`` too: ``mkdir(parents=True)`` would give them the
+    umask's mode (``0777`` under umask 0), and a writable parent lets others swap the cache.
+    """
+    missing = []
+    parent = path.parent
+    while parent != parent.parent and not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+            folder.mkdir(mode=_DIR_MODE)
+            folder.chmod(_DIR_MODE)
     path.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
     with contextlib.suppress(AttributeError):  # os.getuid: POSIX only
         if path.stat().st_uid != os.getuid():

@@ -4,6 +4,9 @@
 into day windows (:mod:`impactframe._windows`), walks each window's own chain on a pool of
 ``N`` threads, and hands the pages back in window order, so the rows come out exactly as
 one chain would give them.
+
+`iter_record_pages` yields decoded records; `iter_raw_pages` yields `RawPage` objects whose
+records are still bytes (for `FastFrameBuilder`), and walks one chain on a background thread.
 """
 
 from __future__ import annotations
@@ -11,23 +14,30 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import queue
+import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._paging import Page, RawPage
 from ._windows import split_windows
 
 if TYPE_CHECKING:
     from ._params import Query
     from .client import Client
 
-__all__ = ["date_bounds", "iter_record_pages", "plan_windows"]
+__all__ = ["date_bounds", "iter_raw_pages", "iter_record_pages", "plan_windows"]
 
 logger = logging.getLogger("impactframe")
 
 #: Windows per worker: more, smaller windows even out days that hold more records.
 WINDOWS_PER_WORKER = 4
+#: Pages the fetch thread of `iter_raw_pages` may read ahead (~250 kB each at 1000 records).
+PREFETCH_PAGES = 32
+
+_T = TypeVar("_T")
 
 
 def _utc_day(time_utc: str) -> dt.date:
@@ -59,9 +69,7 @@ def date_bounds(client: Client, endpoint: str, query: Query) -> tuple[dt.date, d
     return start, end
 
 
-def plan_windows(
-    client: Client, endpoint: str, query: Query, n_windows: int
-) -> list[Query] | None:
+def plan_windows(client: Client, endpoint: str, query: Query, n_windows: int) -> list[Query] | None:
     """Split ``query`` into at most ``n_windows`` queries over disjoint day windows, in row order.
 
     ``None`` when the query matches nothing at all.
@@ -75,8 +83,95 @@ def plan_windows(
     return [dataclasses.replace(query, start_date=a, end_date=b) for a, b in windows]
 
 
-def _walk(client: Client, endpoint: str, query: Query) -> list[list[object]]:
-    return [page.records for page in client.iter_pages(endpoint, query)]
+def _walk(client: Client, endpoint: str, query: Query, raw: bool) -> list[Page | RawPage]:
+    pages = client.iter_raw_pages if raw else client.iter_pages
+    return list(pages(endpoint, query))
+
+
+def _prefetch(pages: Iterator[_T], depth: int) -> Iterator[_T]:
+    """Yield from ``pages``, which a background thread reads up to ``depth`` items ahead.
+
+    The thread does the waiting on the network while the caller converts; its exceptions are
+    raised here, after the items it got before them. Stopping early stops the thread after
+    the request it is in.
+    """
+    items: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand(ok: bool, item: object) -> None:
+        while not stop.is_set():
+            try:
+                items.put((ok, item), timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def work() -> None:
+        try:
+            for page in pages:
+                hand(True, page)
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the caller, which raises it
+            hand(False, exc)
+        else:
+            hand(False, None)
+
+    thread = threading.Thread(target=work, name="impactframe-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = items.get()
+            if ok:
+                yield item
+            elif item is None:
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+
+
+def _pages(
+    client: Client,
+    endpoint: str,
+    query: Query,
+    *,
+    max_records: int | None,
+    concurrency: int,
+    raw: bool,
+    prefetch: int,
+) -> Iterator[Any]:
+    """Every page of ``query`` in the requested order (`Page`, or `RawPage` when ``raw``)."""
+    if concurrency <= 1 or max_records is not None:
+        walk = client.iter_raw_pages if raw else client.iter_pages
+        pages = walk(endpoint, query, max_records=max_records)
+        yield from _prefetch(pages, prefetch) if prefetch else pages
+        return
+
+    windows = plan_windows(client, endpoint, query, concurrency * WINDOWS_PER_WORKER)
+    if not windows:
+        return
+    logger.debug("walking %d date windows on %d threads", len(windows), concurrency)
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="impactframe") as pool:
+        pending: deque[Future[list[Any]]] = deque()
+        todo = iter(windows)
+        try:
+            # Keep a bounded number of windows in flight so memory stays proportional to
+            # the workers, not to the whole history, and hand pages back in window order.
+            for window in todo:
+                pending.append(pool.submit(_walk, client, endpoint, window, raw))
+                if len(pending) >= 2 * concurrency:
+                    break
+            while pending:
+                window_pages = pending.popleft().result()
+                next_window = next(todo, None)
+                if next_window is not None:
+                    pending.append(pool.submit(_walk, client, endpoint, next_window, raw))
+                yield from window_pages
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def iter_record_pages(
@@ -105,36 +200,48 @@ def iter_record_pages(
     on_page : callable, optional
         Called with the number of records of each page, e.g. to move a progress bar.
     """
-    if concurrency <= 1 or max_records is not None:
-        for page in client.iter_pages(endpoint, query, max_records=max_records):
-            if on_page is not None:
-                on_page(len(page.records))
-            yield page.records
-        return
+    pages = _pages(
+        client,
+        endpoint,
+        query,
+        max_records=max_records,
+        concurrency=concurrency,
+        raw=False,
+        prefetch=0,
+    )
+    for page in pages:
+        if on_page is not None:
+            on_page(len(page.records))
+        yield page.records
 
-    windows = plan_windows(client, endpoint, query, concurrency * WINDOWS_PER_WORKER)
-    if not windows:
-        return
-    logger.debug("walking %d date windows on %d threads", len(windows), concurrency)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="impactframe") as pool:
-        pending: deque[Future[list[list[object]]]] = deque()
-        todo = iter(windows)
-        try:
-            # Keep a bounded number of windows in flight so memory stays proportional to
-            # the workers, not to the whole history, and hand pages back in window order.
-            for window in todo:
-                pending.append(pool.submit(_walk, client, endpoint, window))
-                if len(pending) >= 2 * concurrency:
-                    break
-            while pending:
-                pages = pending.popleft().result()
-                next_window = next(todo, None)
-                if next_window is not None:
-                    pending.append(pool.submit(_walk, client, endpoint, next_window))
-                for records in pages:
-                    if on_page is not None:
-                        on_page(len(records))
-                    yield records
-        finally:
-            for future in pending:
-                future.cancel()
+
+def iter_raw_pages(
+    client: Client,
+    endpoint: str,
+    query: Query,
+    *,
+    max_records: int | None = None,
+    concurrency: int = 1,
+    on_page: Callable[[int], None] | None = None,
+    prefetch: int = PREFETCH_PAGES,
+) -> Generator[RawPage, None, None]:
+    """`iter_record_pages` for the fast path: `RawPage` objects, records still in bytes.
+
+    With one cursor chain, a background thread fetches up to ``prefetch`` pages ahead of the
+    caller (0: none), so the network and the conversion overlap. Same requests, order and
+    errors as `iter_record_pages`; at most ``prefetch`` pages more are requested when the
+    caller stops early.
+    """
+    pages = _pages(
+        client,
+        endpoint,
+        query,
+        max_records=max_records,
+        concurrency=concurrency,
+        raw=True,
+        prefetch=prefetch,
+    )
+    for page in pages:
+        if on_page is not None:
+            on_page(page.count)
+        yield page

@@ -614,6 +614,12 @@ class FrameBuilder:
         >>> builder.add([record, dict(record)])  # the repeat is dropped
         1
         """
+        return self._commit(*self._check_page(records))
+
+    def _check_page(self, records: list[Any]) -> tuple[_Columns, list[int]]:
+        """Check a page (see `add`) into page-local buffers and its timestamps, changing nothing.
+
+        Error messages count records from ``self._n_added`` on (the records added before)."""
         if not isinstance(records, list):
             msg = f"{self._records_key} must be a list of records, got {type(records).__name__}"
             raise ValidationError(msg, field=self._records_key, record=_short(records))
@@ -625,7 +631,7 @@ class FrameBuilder:
             except _Bad as bad:
                 self._parse_times(page.time, records)  # an earlier bad timestamp is reported first
                 raise self._record_error(bad, i, record) from None
-        return self._commit(page, self._parse_times(page.time, records))
+        return page, self._parse_times(page.time, records)
 
     def _take(self, page: _Columns, rec: Any) -> None:
         """Check one record's known fields, then append its values to ``page``."""

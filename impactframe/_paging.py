@@ -1,18 +1,31 @@
 """Cursor pagination as a small pure state machine (SPEC §4); the fetching is injected.
 
 `parse_page` checks one response body; `walk` follows cursors until the API stops giving one,
-and refuses a cursor it has already followed, so a walk always ends.
+and refuses a cursor it has already followed, so a walk always ends. `parse_raw_page` is the
+fast path's `parse_page`: it reads only the envelope (count and cursor) and keeps the records as
+the bytes that came, for the frame builder's Arrow path.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import PaginationError, ValidationError
 
-__all__ = ["Page", "parse_page", "walk"]
+try:  # optional: reads a page's envelope without building the records (~10x json.loads)
+    import msgspec
+except ImportError:  # pragma: no cover - depends on the environment
+    msgspec = None  # type: ignore[assignment]
+
+__all__ = ["Page", "RawPage", "parse_page", "parse_raw_page", "walk"]
+
+_P = TypeVar("_P", "Page", "RawPage")
+_TWO_DIGITS = re.compile(rb"(?=[0-9]{2})")
 
 # Cursors are not secret (base64 of a record's key), but they are long; show enough to compare.
 _CURSOR_PREVIEW = 24
@@ -77,7 +90,114 @@ def parse_page(body: object, records_key: str) -> Page:
     return Page(records, cursor or None)
 
 
-def walk(fetch: Callable[[str | None], Page]) -> Iterator[Page]:
+@dataclass(frozen=True)
+class RawPage:
+    """One page as the fast path carries it: the response body, its record count and cursor.
+
+    ``records`` holds the decoded records when the page had to be decoded in full anyway (a body
+    only the standard library reads, or a page trimmed to ``max_records``); ``body`` is then
+    ``None``. Otherwise the records stay in ``body`` for the frame builder to parse.
+
+    Examples
+    --------
+    >>> page = parse_raw_page(b'{"user_records": [{"user_id": "U1"}], "cursor": "eyJ9"}',
+    ...                       "user_records")
+    >>> page.count, page.cursor, page.records
+    (1, 'eyJ9', None)
+    """
+
+    body: bytes | None
+    count: int
+    cursor: str | None
+    records: list[Any] | None = None
+
+
+def _envelope_decoders() -> dict[str, Any]:
+    if msgspec is None:  # pragma: no cover - depends on the environment
+        return {}
+    decoders = {}
+    for key in ("user_records", "customer_records"):
+        # The records stay raw (a slice of the body each): counted and skipped, never built.
+        envelope = msgspec.defstruct(
+            "Envelope",
+            [("records", list[msgspec.Raw]), ("cursor", object, None)],
+            rename={"records": key},
+        )
+        decoders[key] = msgspec.json.Decoder(envelope)
+    return decoders
+
+
+_DECODERS = _envelope_decoders()
+
+
+def _may_hold_a_long_int(body: bytes) -> bool:
+    """Whether ``body`` may hold an integer longer than ``json.loads`` accepts (4300 digits
+    by default), which msgspec, skipping the records, would let through.
+
+    A run of ``limit + 1`` digits covers two consecutive bytes of every ``(limit + 1) // 2``-th
+    byte, and all the bytes between: a sample of a few hundred bytes rules it out.
+    """
+    limit = sys.get_int_max_str_digits()
+    if not limit or len(body) <= limit:
+        return False
+    step = (limit + 1) // 2
+    for match in _TWO_DIGITS.finditer(body[::step]):
+        start = match.start() * step
+        if body[start : start + step + 1].isdigit():
+            return True
+    return False
+
+
+def parse_raw_page(body: bytes, records_key: str) -> RawPage:
+    """`parse_page` for a response body still in bytes: same checks, same errors.
+
+    With ``msgspec`` installed only the envelope is decoded (the records are counted and
+    skipped) and the body is kept for the frame builder. Whatever that reader declines (a body
+    that is not UTF-8 JSON, a field of the wrong shape, ``NaN``) is decoded again by
+    ``json.loads`` and checked by `parse_page`, so the outcome, error or page, is the same.
+
+    Parameters
+    ----------
+    body : bytes
+        A 2xx response body.
+    records_key : str
+        ``"user_records"`` or ``"customer_records"``.
+
+    Returns
+    -------
+    RawPage
+
+    Raises
+    ------
+    ValueError
+        The body is not JSON (``json.JSONDecodeError`` or ``UnicodeDecodeError``).
+    ValidationError
+        As `parse_page`.
+
+    Examples
+    --------
+    >>> parse_raw_page(b'{"user_records": [], "cursor": ""}', "user_records").cursor is None
+    True
+    """
+    decoder = _DECODERS.get(records_key)
+    if decoder is None:  # pragma: no cover - without msgspec: decode in full, keep the bytes
+        page = parse_page(json.loads(body), records_key)
+        return RawPage(body, len(page.records), page.cursor)
+    if not _may_hold_a_long_int(body):
+        try:
+            envelope = decoder.decode(body)
+            body.decode("utf-8")  # msgspec does not check the text inside raw values
+        except (ValueError, RecursionError, msgspec.MsgspecError):
+            pass  # json.loads below gives the error (or the page) the reference path gives
+        else:
+            cursor = envelope.cursor
+            if cursor is None or isinstance(cursor, str):
+                return RawPage(body, len(envelope.records), cursor or None)
+    page = parse_page(json.loads(body), records_key)
+    return RawPage(None, len(page.records), page.cursor, page.records)
+
+
+def walk(fetch: Callable[[str | None], _P]) -> Iterator[_P]:
     """Yield pages from ``fetch(None)`` on, following each page's cursor until there is none.
 
     Short and empty pages that carry a cursor are not the end (the API pages like DynamoDB).
@@ -86,11 +206,11 @@ def walk(fetch: Callable[[str | None], Page]) -> Iterator[Page]:
     Parameters
     ----------
     fetch : callable
-        ``fetch(cursor) -> Page``; ``cursor`` is ``None`` for the first page.
+        ``fetch(cursor) -> Page`` (or `RawPage`); ``cursor`` is ``None`` for the first page.
 
     Yields
     ------
-    Page
+    Page or RawPage
 
     Raises
     ------

@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from . import _transport
 from ._constants import (
     API_KEY_HEADER,
     DEFAULT_MAX_RETRIES,
@@ -33,10 +34,10 @@ from ._constants import (
     ENV_BASE_URL,
     ENVIRONMENTS,
 )
-from ._paging import Page, parse_page, walk
+from ._paging import Page, RawPage, parse_page, parse_raw_page, walk
 from ._params import Query, check_choice, normalize_max_records
 from ._retry import backoff_delay, is_retryable_status, parse_retry_after
-from .errors import APIError, AuthenticationError, RateLimitError
+from .errors import APIError, AuthenticationError, RateLimitError, ValidationError
 
 __all__ = ["Client"]
 
@@ -55,6 +56,7 @@ _HEAD_SIZE = 512
 _CHUNK_SIZE = 64 * 1024
 _POOL_MAXSIZE = 32
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+_UNKNOWN = object()
 
 
 def _user_agent() -> str:
@@ -167,6 +169,25 @@ def _normalize_base_url(url: object, *, allow_insecure: bool) -> str:
     return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+_PageT = TypeVar("_PageT", Page, RawPage)
+
+
+def _count(page: Page | RawPage) -> int:
+    return page.count if isinstance(page, RawPage) else len(page.records)
+
+
+def _trim(page: Page | RawPage, size: int, records_key: str) -> Page | RawPage:
+    """The page cut to its first ``size`` records (``max_records``), else the page itself."""
+    if _count(page) <= size:
+        return page
+    if isinstance(page, Page):
+        return Page(page.records[:size], page.cursor)
+    records = page.records
+    if records is None:  # rare: the API sent more than the limit asked for
+        records = parse_page(json.loads(page.body or b""), records_key).records
+    return RawPage(None, size, page.cursor, records[:size])
+
+
 class Client:
     """A connection to the Records API: pooled, authenticated, retrying.
 
@@ -251,6 +272,8 @@ class Client:
         self._rng = random.Random()
         self._now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
         self._closed = False
+        # The pooled route of `_send` (found on the first request; see `_transport`).
+        self._route: _transport.Route | object | None = _UNKNOWN
 
     @staticmethod
     def _new_session() -> requests.Session:
@@ -293,10 +316,16 @@ class Client:
 
     def _send(self, url: str, params: Mapping[str, Any]) -> tuple[int, bytes, Mapping[str, str]]:
         """One HTTP exchange; the body is read here so that a cut-short body keeps its status."""
+        headers = {**self._headers, API_KEY_HEADER: self._api_key.get()}
+        if self._route is _UNKNOWN:
+            self._route = _transport.route(self._session, url)
+        way = self._route
+        if way is not None and _transport.usable(way, url):  # type: ignore[arg-type]
+            return self._send_pooled(way, url, params, headers)  # type: ignore[arg-type]
         response = self._session.get(
             url,
             params=params,
-            headers={**self._headers, API_KEY_HEADER: self._api_key.get()},
+            headers=headers,
             timeout=self.timeout,
             stream=True,
             # requests strips only Authorization on a cross-host redirect, not x-api-key.
@@ -307,12 +336,36 @@ class Client:
             # A small first read keeps the start of a body that is later cut short (urllib3
             # drops a whole read on IncompleteRead); then large reads for speed.
             chunks.append(next(response.iter_content(_HEAD_SIZE), b""))
-            chunks.extend(response.iter_content(_CHUNK_SIZE))
+            if chunks[0]:  # else the body was empty, and the stream is consumed already
+                chunks.extend(response.iter_content(_CHUNK_SIZE))
         except _RETRYABLE_EXCEPTIONS as exc:
             raise _BrokenBody(response.status_code, b"".join(chunks), exc) from exc
         finally:
             response.close()
         return response.status_code, b"".join(chunks), response.headers
+
+    def _send_pooled(
+        self,
+        way: _transport.Route,
+        url: str,
+        params: Mapping[str, Any],
+        headers: Mapping[str, str],
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """`_send` through the session's urllib3 pool (see `impactframe._transport`)."""
+        response = _transport.open_pooled(way, url, params, headers, self.timeout)
+        chunks: list[bytes] = []
+        done = False
+        try:
+            chunks.append(_transport.read_pooled(response, _HEAD_SIZE))
+            chunks.append(_transport.read_pooled(response, None))
+            done = True
+        except _RETRYABLE_EXCEPTIONS as exc:
+            raise _BrokenBody(response.status, b"".join(chunks), exc) from exc
+        finally:
+            if not done:  # as Response.close: a half-read connection is not reused
+                response.close()
+            response.release_conn()
+        return response.status, b"".join(chunks), response.headers
 
     def _error(self, status: int, body: bytes) -> APIError:
         """Map an error response to the exception SPEC §4 names."""
@@ -344,8 +397,12 @@ class Client:
         try:
             return json.loads(body)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-            msg = f"response body is not JSON ({exc.__class__.__name__}): {self._snippet(body)!r}"
-            raise APIError(msg, status=status) from None
+            raise self._not_json(status, body, exc) from None
+
+    def _not_json(self, status: int, body: bytes, exc: ValueError) -> APIError:
+        start = repr(self._snippet(body)) if body else "(empty body)"
+        msg = f"response body is not JSON ({exc.__class__.__name__}): {start}"
+        return APIError(msg, status=status)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -386,6 +443,10 @@ class Client:
         >>> len(body["user_records"]), "cursor" in body
         (2, True)
         """
+        return self._decode(*self._request(path, params))
+
+    def _request(self, path: str, params: Mapping[str, Any] | None) -> tuple[int, bytes]:
+        """One GET with retries: the status and body of the answer that is not retried."""
         if self._closed:
             msg = "this Client is closed"
             raise RuntimeError(msg)
@@ -409,7 +470,7 @@ class Client:
             else:
                 if not (is_retryable_status(status) and attempt < self.max_retries):
                     logger.debug("GET %s -> HTTP %s (attempt %d)", path, status, attempt + 1)
-                    return self._decode(status, body)
+                    return status, body
                 reason = f"HTTP {status}"
                 retry_after = parse_retry_after(headers.get("Retry-After"), now=self._now())
             delay = backoff_delay(attempt, retry_after=retry_after, rng=self._rng)
@@ -472,6 +533,33 @@ class Client:
         path, records_key = ENDPOINTS[endpoint]
         return parse_page(self.get_json(path, params), records_key)
 
+    def get_raw_page(self, endpoint: str, params: Mapping[str, Any]) -> RawPage:
+        """`get_page` for the fast path: the body stays bytes, only its envelope is read.
+
+        Same request, retries, checks and errors as `get_page` (see `parse_raw_page`).
+
+        Examples
+        --------
+        >>> from impactframe.sandbox import SandboxServer
+        >>> with SandboxServer(n_records=3) as server, Client(
+        ...     server.api_key, base_url=server.url
+        ... ) as client:
+        ...     page = client.get_raw_page("records", {"limit": "5"})
+        >>> page.count, page.cursor, page.body[:16]
+        (3, None, b'{"user_records":')
+        """
+        check_choice(endpoint, "endpoint", ENDPOINTS)
+        path, records_key = ENDPOINTS[endpoint]
+        status, body = self._request(path, params)
+        if not 200 <= status < 300:
+            self._decode(status, body)  # raises the error get_page raises
+        try:
+            return parse_raw_page(body, records_key)
+        except ValidationError:
+            raise
+        except ValueError as exc:  # not JSON: json.loads failed on it, as in get_json
+            raise self._not_json(status, body, exc) from None
+
     def iter_pages(
         self, endpoint: str, query: Query, *, max_records: int | None = None
     ) -> Iterator[Page]:
@@ -515,6 +603,37 @@ class Client:
         >>> sizes, capped
         ([4, 4, 2], [4, 1])
         """
+        cap = self._check_walk(endpoint, query, max_records)
+        # Checks above run at call time; the walk itself starts on the first next().
+        return self._walk(endpoint, query, cap, self.get_page)
+
+    def iter_raw_pages(
+        self, endpoint: str, query: Query, *, max_records: int | None = None
+    ) -> Iterator[RawPage]:
+        """`iter_pages` for the fast path: the same walk, yielding `RawPage` objects.
+
+        Same requests, checks, errors and ``max_records`` trimming as `iter_pages`; the records
+        of each page stay in its body (bytes) for `FastFrameBuilder.add_raw`.
+
+        Examples
+        --------
+        >>> from impactframe._params import normalize_query
+        >>> from impactframe.sandbox import SandboxServer
+        >>> query = normalize_query("records", page_size=4)
+        >>> with SandboxServer(n_records=10) as server, Client(
+        ...     server.api_key, base_url=server.url
+        ... ) as client:
+        ...     sizes = [p.count for p in client.iter_raw_pages("records", query)]
+        ...     capped = [p.count
+        ...               for p in client.iter_raw_pages("records", query, max_records=5)]
+        >>> sizes, capped
+        ([4, 4, 2], [4, 1])
+        """
+        cap = self._check_walk(endpoint, query, max_records)
+        return self._walk(endpoint, query, cap, self.get_raw_page)
+
+    @staticmethod
+    def _check_walk(endpoint: str, query: Query, max_records: int | None) -> int | None:
         check_choice(endpoint, "endpoint", ENDPOINTS)
         if not isinstance(query, Query):
             msg = f"query: expected an impactframe Query, got {type(query).__name__}"
@@ -523,24 +642,27 @@ class Client:
             msg = "customer_email: only the 'customer_records' endpoint accepts it, "
             msg += f"not {endpoint!r}"
             raise ValueError(msg)
-        cap = normalize_max_records(max_records)
-        # Checks above run at call time; the walk itself starts on the first next().
-        return self._walk(endpoint, query, cap)
+        return normalize_max_records(max_records)
 
-    def _walk(self, endpoint: str, query: Query, cap: int | None) -> Iterator[Page]:
+    def _walk(
+        self,
+        endpoint: str,
+        query: Query,
+        cap: int | None,
+        get: Callable[[str, Mapping[str, Any]], _PageT],
+    ) -> Iterator[_PageT]:
         remaining = cap
 
-        def fetch(cursor: str | None) -> Page:
+        def fetch(cursor: str | None) -> _PageT:
             limit = query.page_size if remaining is None else min(query.page_size, remaining)
-            return self.get_page(endpoint, query.to_params(cursor=cursor, limit=limit))
+            return get(endpoint, query.to_params(cursor=cursor, limit=limit))
 
         for page in walk(fetch):
             if remaining is None:
                 yield page
                 continue
-            if len(page.records) > remaining:
-                page = Page(page.records[:remaining], page.cursor)
-            remaining -= len(page.records)
+            page = cast(_PageT, _trim(page, remaining, ENDPOINTS[endpoint][1]))
+            remaining -= _count(page)
             yield page
             if remaining == 0:
                 return

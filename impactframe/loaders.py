@@ -20,8 +20,8 @@ import pandas as pd
 
 from . import _cache
 from ._constants import DEFAULT_METADATA_PREFIX, DTYPE_BACKENDS, METADATA_MODES
-from ._fetch import iter_record_pages
-from ._frame import FrameBuilder
+from ._fetch import iter_raw_pages
+from ._frame_fast import FastFrameBuilder
 from ._params import Query, check_choice, normalize_max_records, normalize_query
 from .client import Client
 
@@ -101,9 +101,11 @@ def _fetch_frame(
     progress: bool | None,
     builder_options: dict[str, Any],
 ) -> pd.DataFrame:
-    builder = FrameBuilder(endpoint, **builder_options)
+    # The fast path: pages stay bytes until Arrow parses them in batches (FastFrameBuilder
+    # gives exactly the reference FrameBuilder's frame, warnings and errors).
+    builder = FastFrameBuilder(endpoint, **builder_options)
     with _progress_bar(progress, f"impactframe {endpoint}") as bar:
-        pages: Iterable[list[object]] = iter_record_pages(
+        pages = iter_raw_pages(
             client,
             endpoint,
             query,
@@ -111,8 +113,24 @@ def _fetch_frame(
             concurrency=concurrency,
             on_page=bar.update if bar is not None else None,
         )
-        for records in pages:
-            builder.add(records)
+        failure: Exception | None = None
+        try:
+            while failure is None:
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    break
+                except Exception as exc:  # raised below, once the pages before it are taken
+                    failure = exc
+                else:
+                    builder.add_raw(page)
+        finally:
+            pages.close()  # stops the fetch thread when the builder raised
+        if failure is not None:
+            # A bad record in a page fetched before the failure is reported first, as the
+            # page-by-page reference path reports it.
+            builder.flush()
+            raise failure
     # Warnings point at the user's call: user -> load_* -> _load -> fetch -> _fetch_frame.
     frame = builder.finish(stacklevel=6)
     if max_records is not None and len(frame) > max_records:

@@ -138,6 +138,8 @@ def _content_type(body: bytes) -> str:
         json.loads(body)
     except ValueError:  # also UnicodeDecodeError
         return "text/html; charset=utf-8"
+    except RecursionError:  # nested deeper than Python's parser goes: still JSON
+        return "application/json"
     return "application/json"
 
 

@@ -19,10 +19,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from ._frame import _time_problem
 from ._paging import Page, RawPage
 from ._windows import split_windows
+from .errors import ValidationError
 
 if TYPE_CHECKING:
     from ._params import Query
@@ -52,8 +54,22 @@ def _edge_day(client: Client, endpoint: str, query: Query, sort_order: str) -> d
     probe = dataclasses.replace(query, filter_by=None, sort_order=sort_order, page_size=1)
     for page in client.iter_pages(endpoint, probe, max_records=1):
         for record in page.records:
-            if isinstance(record, dict) and isinstance(record.get("time_utc"), str):
-                return _utc_day(record["time_utc"])
+            # The probe decides which days are fetched at all: a record it cannot read is an
+            # error, never a reason to plan an empty range (that would drop every record).
+            time_utc = record.get("time_utc") if isinstance(record, dict) else None
+            problem = (
+                "time_utc is missing or not a string"
+                if not isinstance(time_utc, str)
+                else _time_problem(time_utc)
+            )
+            if problem is not None:
+                user_id = record.get("user_id") if isinstance(record, dict) else None
+                msg = (
+                    f"time_utc of the first record in {sort_order} order (user_id={user_id!r}, "
+                    f"read to plan the date windows): {problem}"
+                )
+                raise ValidationError(msg, field="time_utc", record=record)
+            return _utc_day(cast(str, time_utc))
     return None
 
 

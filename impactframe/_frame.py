@@ -690,10 +690,15 @@ class FrameBuilder:
 
         row = len(page.user_id)
         if meta is not None and self._meta_mode is not None:  # may raise: the page is dropped
-            if self._meta_mode == "columns":
-                _add_metadata(page.meta, meta, row)
-            else:
-                page.meta_values.append(_json_metadata(meta) if self._meta_mode == "json" else meta)
+            try:
+                if self._meta_mode == "columns":
+                    _add_metadata(page.meta, meta, row)
+                else:
+                    page.meta_values.append(
+                        _json_metadata(meta) if self._meta_mode == "json" else meta
+                    )
+            except RecursionError:
+                raise _Bad(field="metadata", reason="is nested too deeply to flatten") from None
         elif self._meta_mode in ("dict", "json"):
             page.meta_values.append(None)
         page.user_id.append(user_id)

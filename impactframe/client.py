@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -134,20 +135,24 @@ def _is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
+# A host name, an IPv4 address or an IPv6 literal: no spaces, controls or URL delimiters.
+_HOST_RE = re.compile(r"[A-Za-z0-9._~%:-]+")
+
+
 def _normalize_base_url(url: object, *, allow_insecure: bool) -> str:
     accepted = "expected an http(s) URL with a host, e.g. 'https://api.1clickimpact.com'"
     if not isinstance(url, str):
         msg = f"base_url: {url!r} is not accepted; {accepted}"
         raise ValueError(msg)
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
     try:
+        parts = urlsplit(url.strip())
         host = parts.hostname
         port = parts.port
-    except ValueError as exc:  # e.g. a port that is not a number
+    except ValueError as exc:  # e.g. a port that is not a number, a broken IPv6 literal
         msg = f"base_url: {url!r} is not accepted ({exc}); {accepted}"
         raise ValueError(msg) from None
-    if scheme not in ("http", "https") or not host:
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host or not _HOST_RE.fullmatch(host):
         msg = f"base_url: {url!r} is not accepted; {accepted}"
         raise ValueError(msg)
     if parts.username is not None or parts.password is not None:
@@ -172,20 +177,32 @@ def _normalize_base_url(url: object, *, allow_insecure: bool) -> str:
 _PageT = TypeVar("_PageT", Page, RawPage)
 
 
-def _count(page: Page | RawPage) -> int:
-    return page.count if isinstance(page, RawPage) else len(page.records)
+def _take(
+    page: Page | RawPage, wanted: int, seen: set[str], records_key: str
+) -> tuple[Page | RawPage, int]:
+    """The page cut where it holds ``wanted`` records not seen before, and how many it holds.
 
-
-def _trim(page: Page | RawPage, size: int, records_key: str) -> Page | RawPage:
-    """The page cut to its first ``size`` records (``max_records``), else the page itself."""
-    if _count(page) <= size:
-        return page
-    if isinstance(page, Page):
-        return Page(page.records[:size], page.cursor)
+    ``max_records`` counts distinct records: a record repeated across a page boundary (which
+    the frame builder drops) must not use up the cap, or the frame would come out short.
+    """
     records = page.records
-    if records is None:  # rare: the API sent more than the limit asked for
+    if records is None:  # a raw page: capped walks are short, decoding them is cheap
         records = parse_page(json.loads(page.body or b""), records_key).records
-    return RawPage(None, size, page.cursor, records[:size])
+    new = 0
+    end = len(records)
+    for i, record in enumerate(records):
+        if new == wanted:
+            end = i
+            break
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        if text not in seen:
+            seen.add(text)
+            new += 1
+    if end == len(records):
+        return page, new
+    if isinstance(page, Page):
+        return Page(records[:end], page.cursor), new
+    return RawPage(None, end, page.cursor, records[:end]), new
 
 
 class Client:
@@ -241,6 +258,9 @@ class Client:
         check_choice(environment, "environment", ENVIRONMENTS)
         if base_url is None:
             base_url = os.environ.get(ENV_BASE_URL) or ENVIRONMENTS[environment]
+        if not isinstance(allow_insecure, bool):
+            msg = f"allow_insecure must be True or False; got {allow_insecure!r}"
+            raise ValueError(msg)
         self.base_url: str = _normalize_base_url(base_url, allow_insecure=allow_insecure)
         self.environment = environment
         if (
@@ -396,10 +416,11 @@ class Client:
             raise self._error(status, body)
         try:
             return json.loads(body)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        # JSONDecodeError, UnicodeDecodeError, and nesting deeper than Python can recurse
+        except (ValueError, RecursionError) as exc:
             raise self._not_json(status, body, exc) from None
 
-    def _not_json(self, status: int, body: bytes, exc: ValueError) -> APIError:
+    def _not_json(self, status: int, body: bytes, exc: Exception) -> APIError:
         start = repr(self._snippet(body)) if body else "(empty body)"
         msg = f"response body is not JSON ({exc.__class__.__name__}): {start}"
         return APIError(msg, status=status)
@@ -457,13 +478,13 @@ class Client:
         params = dict(params or {})
         attempt = 0
         while True:
+            failure = None
             try:
                 status, body, headers = self._send(url, params)
             except _TRANSIENT as exc:
-                cause = exc.cause if isinstance(exc, _BrokenBody) else exc
                 if attempt >= self.max_retries:
-                    raise self._network_error(exc, attempt) from cause
-                reason = type(cause).__name__
+                    failure = self._network_error(exc, attempt)
+                reason = type(exc.cause if isinstance(exc, _BrokenBody) else exc).__name__
                 if isinstance(exc, _BrokenBody):
                     reason = f"HTTP {exc.status}, body cut short: {reason}"
                 retry_after = None
@@ -473,6 +494,11 @@ class Client:
                     return status, body
                 reason = f"HTTP {status}"
                 retry_after = parse_retry_after(headers.get("Retry-After"), now=self._now())
+            if failure is not None:
+                # Raised outside the except block, so not chained: the requests exception
+                # carries the prepared request, whose headers hold the key (SPEC §6). Its type
+                # and message are in ours.
+                raise failure
             delay = backoff_delay(attempt, retry_after=retry_after, rng=self._rng)
             attempt += 1
             logger.warning(
@@ -557,7 +583,7 @@ class Client:
             return parse_raw_page(body, records_key)
         except ValidationError:
             raise
-        except ValueError as exc:  # not JSON: json.loads failed on it, as in get_json
+        except (ValueError, RecursionError) as exc:  # not JSON, as json.loads in get_json
             raise self._not_json(status, body, exc) from None
 
     def iter_pages(
@@ -657,13 +683,14 @@ class Client:
             limit = query.page_size if remaining is None else min(query.page_size, remaining)
             return get(endpoint, query.to_params(cursor=cursor, limit=limit))
 
+        seen: set[str] = set()
         for page in walk(fetch):
             if remaining is None:
                 yield page
                 continue
-            page = cast(_PageT, _trim(page, remaining, ENDPOINTS[endpoint][1]))
-            remaining -= _count(page)
-            yield page
+            taken, new = _take(page, remaining, seen, ENDPOINTS[endpoint][1])
+            remaining -= new
+            yield cast(_PageT, taken)
             if remaining == 0:
                 return
 

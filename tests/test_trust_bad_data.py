@@ -133,34 +133,14 @@ def check_names_the_record(error: ifr.ValidationError, field: str, record: dict[
     assert len(message) < 600
 
 
-#: Cases whose time_utc sorts before or after every real timestamp, so that with concurrency
-#: the record is the one the date-range probes of ``_fetch`` read first.
-EDGE_TIMES = {
-    "time_utc-missing": "empty frame",
-    "time_utc-null": "empty frame",
-    "time_utc-epoch-number": "empty frame",
-    "time_utc-unparseable": "bare ValueError",
-    "time_utc-empty": "bare ValueError",
-}
-
-
 def record_case_params() -> list[Any]:
-    params = []
-    for path in ("load", "load-concurrent", "cache", "export"):
-        for case_id, (fields, field) in RECORD_CASES.items():
-            marks = []
-            if path == "load-concurrent" and case_id in EDGE_TIMES:
-                reason = (
-                    "_fetch._edge_day/_utc_day probe the first and last record for the date "
-                    "range with concurrency>1 and do not validate it: a time_utc that is not a "
-                    "string gives date_bounds None and an EMPTY frame (every valid record "
-                    "dropped silently); one that is not a date gives a bare ValueError"
-                )
-                marks.append(
-                    pytest.mark.xfail(strict=True, reason=f"{reason} ({EDGE_TIMES[case_id]})")
-                )
-            params.append(pytest.param(fields, field, path, id=f"{path}-{case_id}", marks=marks))
-    return params
+    # With concurrency, a bad time_utc at either end is the record the date-range probes of
+    # _fetch read first: it must fail the load as well.
+    return [
+        pytest.param(fields, field, path, id=f"{path}-{case_id}")
+        for path in ("load", "load-concurrent", "cache", "export")
+        for case_id, (fields, field) in RECORD_CASES.items()
+    ]
 
 
 @pytest.mark.parametrize(("fields", "field", "path"), record_case_params())
@@ -253,11 +233,6 @@ PAGE_CASES: dict[str, Any] = {
         b'{"user_records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
         ifr.APIError,
         "JSON",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="client.py _decode catches ValueError only: json.loads raises a bare "
-            "RecursionError on deeply nested JSON",
-        ),
     ),
 }
 
@@ -358,11 +333,6 @@ def test_empty_503_is_retried_like_any_503(
     assert len(fake_sleep) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_frame.py _flatten / _json_metadata recurse without a bound: metadata nested "
-    "deeper than the recursion limit raises a bare RecursionError",
-)
 @pytest.mark.parametrize("metadata", ["columns", "json"])
 def test_metadata_nested_too_deep_is_a_validation_error(metadata: str) -> None:
     nested: Any = "x"

@@ -351,11 +351,6 @@ def test_persistent_fault_raises_and_leaves_cache_and_export_as_they_were(
     assert server.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.py _walk counts max_records on raw records: a record repeated across a "
-    "page boundary is dropped by the builder, so the frame is one row short",
-)
 @pytest.mark.parametrize("where", ["load", "export"])
 def test_max_records_with_a_repeated_boundary_record_returns_the_cap(
     make_sandbox: Callable[..., SandboxServer], tmp_path: Path, where: str

@@ -111,15 +111,6 @@ CONNECTION_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("base_url-int", {"base_url": 5}, "base_url"),
     ("base_url-broken-ipv6", {"base_url": "http://[::1"}, "base_url"),
 ]
-#: Cases a module owned by another engineer gets wrong today (see the report).
-XFAIL = {
-    "base_url-broken-ipv6": "client.py _normalize_base_url calls urlsplit outside its try: "
-    "'http://[::1' raises urllib's bare ValueError('Invalid IPv6 URL'), not naming base_url",
-    "base_url-space-in-host": "client.py accepts a host with a space ('https://exa mple.com'); "
-    "the error comes only from the connection attempt",
-    "allow_insecure-str": "client.py does not check allow_insecure: any truthy value, even the "
-    'string "no", lets plain http to a remote host through',
-}
 # The loaders' and the export's own options.
 LOAD_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("max_records-0", {"max_records": 0}, "max_records"),
@@ -288,20 +279,12 @@ def check(info: pytest.ExceptionInfo[ValueError], argument: str, server: Sandbox
     assert server.requests == []
 
 
-def params(
-    function: str,
-    *groups: list[tuple[str, dict[str, Any], str]],
-    xfail: dict[str, str] | None = None,
-) -> list[Any]:
-    out = []
-    for group in groups:
-        for case_id, kwargs, argument in group:
-            marks = []
-            reason = (xfail or {}).get(case_id) or XFAIL.get(case_id)
-            if reason:
-                marks.append(pytest.mark.xfail(strict=True, reason=reason))
-            out.append(pytest.param(kwargs, argument, id=f"{function}-{case_id}", marks=marks))
-    return out
+def params(function: str, *groups: list[tuple[str, dict[str, Any], str]]) -> list[Any]:
+    return [
+        pytest.param(kwargs, argument, id=f"{function}-{case_id}")
+        for group in groups
+        for case_id, kwargs, argument in group
+    ]
 
 
 @pytest.mark.parametrize(

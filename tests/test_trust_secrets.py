@@ -270,12 +270,6 @@ def test_the_key_appears_nowhere(
     assert evidence.leaks() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.py chains the requests exception as __cause__: its .request (a "
-    "PreparedRequest) holds the x-api-key header, and the traceback's frames hold it as "
-    "locals (error reporters that capture locals, e.g. Sentry, would send it)",
-)
 def test_the_key_is_not_reachable_from_a_network_error(fake_sleep: Any) -> None:
     dead = SandboxServer(api_key=KEY, n_records=0).start()
     url = dead.url

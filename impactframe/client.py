@@ -187,6 +187,7 @@ def _take(
     """
     records = page.records
     if records is None:  # a raw page: capped walks are short, decoding them is cheap
+        assert isinstance(page, RawPage)
         records = parse_page(json.loads(page.body or b""), records_key).records
     new = 0
     end = len(records)

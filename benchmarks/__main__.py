@@ -20,10 +20,12 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,6 +35,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY = 0.05  # seconds added to every request of the slow sandbox
+_SERVERS: list[int] = []  # pids of the running sandboxes (their CPU is ours, not others')
 
 
 @contextmanager
@@ -49,8 +52,10 @@ def sandbox(n: int, latency: float = 0.0) -> Iterator[tuple[str, str]]:
     try:
         assert process.stdout is not None
         url, key = process.stdout.readline().split()
+        _SERVERS.append(process.pid)
         yield url, key
     finally:
+        _SERVERS.remove(process.pid)
         assert process.stdin is not None
         process.stdin.close()  # the server stops when its stdin closes
         try:
@@ -65,8 +70,29 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
 
 
+def _seconds(path: str, fields: slice) -> float:
+    """CPU seconds from a ``/proc`` stat line (0 where there is no ``/proc``)."""
+    try:
+        with open(path) as stat:
+            line = stat.readline()
+    except OSError:
+        return 0.0
+    values = line.rsplit(")", 1)[-1].split() if path != "/proc/stat" else line.split()[1:]
+    return sum(int(v) for v in values[fields]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu() -> tuple[float, float, float]:
+    """(busy CPU s of the machine, of finished children, of the sandboxes) so far."""
+    machine = _seconds("/proc/stat", slice(0, 3)) + _seconds("/proc/stat", slice(5, 8))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    servers = sum(_seconds(f"/proc/{pid}/stat", slice(11, 13)) for pid in _SERVERS)
+    return machine, children.ru_utime + children.ru_stime, servers
+
+
 def measure(kind: str, *args: str) -> dict[str, Any]:
-    """Run one measurement in a fresh process and return what it printed."""
+    """Run one measurement in a fresh process and return what it printed, plus the share of
+    the machine that other processes used meanwhile (``"others"``, Linux only)."""
+    began, cpu = time.perf_counter(), _cpu()
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks._measure", kind, *args],
         cwd=ROOT,
@@ -79,6 +105,9 @@ def measure(kind: str, *args: str) -> dict[str, Any]:
         msg = f"measurement {kind} failed:\n{done.stderr[-3000:]}"
         raise RuntimeError(msg)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    busy, ours, servers = (b - a for a, b in zip(cpu, _cpu(), strict=True))
+    capacity = (time.perf_counter() - began) * (os.cpu_count() or 1)
+    result["others"] = max(0.0, busy - ours - servers) / capacity
     return result
 
 
@@ -147,9 +176,12 @@ def _per_row(results: list[dict[str, Any]], field: str) -> float:
 
 
 def tables(results: dict[str, list[dict[str, Any]]], n: int, runs: int) -> str:
+    others = [r["others"] for rows in results.values() for r in rows]
     lines = [
         f"{n:,} customer records, {1000} per page, median of {runs} run(s), each in a fresh "
-        "process; sandbox in its own process.",
+        "process; sandbox in its own process. Other processes used a median "
+        f"{statistics.median(others):.0%} (max {max(others):.0%}) of the machine's CPU "
+        "during the measurements.",
         "",
         "| contender (end to end, HTTP on loopback) | records/s (median; min–max) | "
         "CPU s per 1M records | peak B/record | frame B/record |",

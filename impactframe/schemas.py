@@ -316,7 +316,9 @@ def validate(
         )
     layout = _layout_failures(df, endpoint, metadata, metadata_prefix, new_types)
     try:
-        schema.validate(df, lazy=True)
+        # inplace: nothing is coerced (coerce=False), so pandera's defensive deep copy of the
+        # whole frame would be pure cost (about half of validate's time on 1M rows).
+        schema.validate(df, lazy=True, inplace=True)
     except SchemaErrors as exc:
         cases = exc.failure_cases
         if len(layout):

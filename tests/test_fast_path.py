@@ -32,7 +32,8 @@ from impactframe import _transport
 from impactframe._constants import ENDPOINTS, IMPACT_TYPES
 from impactframe._fetch import iter_raw_pages, iter_record_pages
 from impactframe._frame import FrameBuilder
-from impactframe._frame_fast import FastFrameBuilder, _has_null, _milliseconds
+from impactframe._frame_arrow import has_null, milliseconds
+from impactframe._frame_fast import FastFrameBuilder
 from impactframe._paging import Page, RawPage, _may_hold_a_long_int, parse_page, parse_raw_page
 from impactframe._params import normalize_query
 from impactframe.client import Client
@@ -423,7 +424,7 @@ def test_timestamp_arithmetic_matches_arrows_cast(moments: list[Any]) -> None:
     texts = [t.rjust(24, "0") for t in texts]  # strftime drops a year's leading zeros
     array = pa.array(texts)
     expected = array.cast(pa.timestamp("ms", tz="UTC")).view(pa.int64()).to_numpy()
-    np.testing.assert_array_equal(_milliseconds(array), expected)
+    np.testing.assert_array_equal(milliseconds(array), expected)
 
 
 @pytest.mark.parametrize(
@@ -444,7 +445,7 @@ def test_timestamp_arithmetic_matches_arrows_cast(moments: list[Any]) -> None:
 def test_timestamps_left_to_the_reference_are_ones_it_refuses_or_reads_itself(
     text: str,
 ) -> None:
-    assert _milliseconds(pa.array([text])) is None
+    assert milliseconds(pa.array([text])) is None
     body = envelope(
         [{"user_id": "U1", "time_utc": text, "tree_planted": 1}], "records", None, "compact"
     )
@@ -455,8 +456,8 @@ def test_timestamps_left_to_the_reference_are_ones_it_refuses_or_reads_itself(
 @given(st.binary(max_size=9000), st.integers(0, 9000))
 def test_null_scan_finds_every_null(body: bytes, at: int) -> None:
     with_null = body[:at] + b"null" + body[at:]
-    assert _has_null(with_null)
-    assert _has_null(body) == (b"null" in body)
+    assert has_null(with_null)
+    assert has_null(body) == (b"null" in body)
 
 
 @settings(max_examples=60, deadline=None)

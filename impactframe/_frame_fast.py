@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import warnings
 from array import array
 from collections import Counter, deque
@@ -54,8 +55,10 @@ from .errors import DuplicateRecordWarning
 
 __all__ = ["FastFrameBuilder"]
 
-#: Bodies are parsed together once this many bytes are waiting (about 35 pages of 1000).
+#: Bodies are parsed together once this many bytes are waiting (about 35 pages of 1000),
 BATCH_BYTES: Final = 8 << 20
+#: or once the first of them has waited this many seconds.
+BATCH_SECONDS: Final = 0.5
 _SMALL_CHUNK: Final = 8_192  # rows: chunks below (pages checked one by one) are merged,
 _SMALL_RUN: Final = 16  # this many at a time (a batch's chunk is far larger)
 
@@ -87,7 +90,10 @@ class FastFrameBuilder:
     endpoint, metadata, metadata_prefix, dtype_backend
         As for :class:`impactframe._frame.FrameBuilder`.
     batch_bytes : int
-        Bodies are parsed together once this many bytes are waiting.
+        Bodies are parsed together once this many bytes are waiting,
+    batch_seconds : float
+        or once the first of them has waited this long (pages from a slow API are checked,
+        and their errors raised, without waiting for a full batch).
 
     Notes
     -----
@@ -112,6 +118,7 @@ class FastFrameBuilder:
         metadata_prefix: str = DEFAULT_METADATA_PREFIX,
         dtype_backend: str = "numpy_nullable",
         batch_bytes: int = BATCH_BYTES,
+        batch_seconds: float = BATCH_SECONDS,
     ) -> None:
         self._options = {
             "metadata": metadata,
@@ -125,6 +132,7 @@ class FastFrameBuilder:
         self.metadata_prefix = metadata_prefix
         self.dtype_backend = dtype_backend
         self.batch_bytes = batch_bytes
+        self.batch_seconds = batch_seconds
         self._records_key = ENDPOINTS[endpoint][1]
         string_type = pa.large_string() if dtype_backend == "numpy_nullable" else pa.string()
         self._reader = PageReader(endpoint, metadata, string_type)
@@ -134,6 +142,7 @@ class FastFrameBuilder:
         self._pending: list[bytes] = []
         self._pending_checked: list[bool] = []  # per body: known to be UTF-8
         self._pending_bytes = 0
+        self._pending_since = 0.0  # time.monotonic() when the first waiting body came
         self._parsing: deque[tuple[list[bytes], list[bool], Future[Any] | None]] = deque()
         self._chunks: list[Chunk] = []
         self._n_added = 0
@@ -206,10 +215,15 @@ class FastFrameBuilder:
                 self._add_records(page.records or [])
                 return
             page = page.body
+        if not self._pending:
+            self._pending_since = time.monotonic()
         self._pending.append(page)
         self._pending_checked.append(checked)
         self._pending_bytes += len(page)
-        if self._pending_bytes >= self.batch_bytes:
+        if (
+            self._pending_bytes >= self.batch_bytes
+            or time.monotonic() - self._pending_since >= self.batch_seconds
+        ):
             self._submit()
 
     def flush(self) -> None:

@@ -382,6 +382,17 @@ def test_a_key_given_twice_is_read_as_json_loads_reads_it() -> None:
     assert actual[0][1]["user_id"].tolist() == ["U2"]
 
 
+def test_pages_that_come_slowly_are_checked_without_waiting_for_a_full_batch() -> None:
+    bodies = sandbox_bodies(300, customers=False)
+    page = json.loads(bodies[0])
+    page["user_records"][7]["user_id"] = 7
+    builder = FastFrameBuilder("records", batch_bytes=1 << 30, batch_seconds=0)
+    builder.add_raw(json.dumps(page).encode())  # its own batch, parsed meanwhile
+    with pytest.raises(ValidationError, match="record 7 of the page") as info:
+        builder.add_raw(bodies[1])  # starts the next batch, so takes the first one
+    assert info.value.field == "user_id"
+
+
 def test_empty_input_and_empty_pages() -> None:
     for bodies in ([], [envelope([], "records", None, "compact")] * 3):
         expected = reference(bodies, "records")

@@ -211,54 +211,9 @@ def _equal_loose(got: pd.DataFrame, expected: pd.DataFrame) -> bool:
 
 # -- 2. kills ------------------------------------------------------------------------------------
 
-#: Runs in a child process: loads into a cache or exports over a dataset, counting the file
-#: operations under ``watch`` with an audit hook. With ``stop_at`` it prints PAUSED and sleeps
-#: just before that operation (for the parent to kill it); with ``trace`` it prints them all;
-#: with ``wait_go`` it prints READY once imported and starts when its stdin gives a line.
-CHILD = r"""
-import json, os, sys, time
-
-spec = json.loads(sys.argv[1])
-watch, stop_at, trace = spec["watch"], spec.get("stop_at"), spec.get("trace", False)
-EVENTS = {"open", "os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.chmod", "shutil.rmtree"}
-ops = []
-
-def hook(event, args):
-    if event not in EVENTS or not args:
-        return
-    path = args[0]
-    if isinstance(path, os.PathLike):
-        path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    if not isinstance(path, str) or not path.startswith(watch):
-        return
-    ops.append([event, path[len(watch):]])
-    if len(ops) == stop_at:
-        print("PAUSED", event, path[len(watch):], flush=True)
-        time.sleep(600)
-
-sys.addaudithook(hook)
-import impactframe as ifr
-
-client = ifr.Client(spec["key"], base_url=spec["url"])
-client._sleep = lambda seconds: None
-if spec.get("wait_go"):  # lined up with another child: start when the parent says go
-    print("READY", flush=True)
-    sys.stdin.readline()
-if spec["mode"] == "load":
-    began = time.time()
-    frame = ifr.load_records(client=client, cache=spec["cache"], refresh=spec["refresh"],
-                             page_size=spec["page_size"], progress=False)
-    print("SPAN", json.dumps([began, time.time()]), flush=True)
-    if "pickle" in spec:
-        frame.to_pickle(spec["pickle"])
-else:
-    ifr.export_parquet(spec["out"], client=client, overwrite=True, page_size=spec["page_size"],
-                       batch_records=spec["batch_records"], partition_by=("year",),
-                       progress=False)
-print("DONE", json.dumps(ops if trace else len(ops)), flush=True)
-"""
+#: The child that loads into a cache or exports over a dataset, pausing (for the kill) at a
+#: file operation; its protocol is in benchmarks/_kill_child.py.
+CHILD = [sys.executable, "-m", "benchmarks._kill_child"]
 
 
 def _start(spec: dict[str, Any], log: Path) -> subprocess.Popen[str]:
@@ -266,7 +221,7 @@ def _start(spec: dict[str, Any], log: Path) -> subprocess.Popen[str]:
     env["PYTHONPATH"] = str(ROOT)
     with log.open("a") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-c", CHILD, json.dumps(spec)],
+            [*CHILD, json.dumps(spec)],
             stdin=subprocess.PIPE if spec.get("wait_go") else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env,
         )  # fmt: skip

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from . import aggregate
+from ._cli_output import atomic_output, format_table, write_frame
 from ._constants import RETRY_STATUSES, UNITS
-from .cli import atomic_output, format_table, write_frame
 from .export import export_parquet
 from .loaders import load_customer_records, load_records
 from .sandbox import Fault, SandboxServer

@@ -148,23 +148,10 @@ def _prefetch(pages: Iterator[_T], depth: int) -> Iterator[_T]:
         stop.set()
 
 
-def _pages(
-    client: Client,
-    endpoint: str,
-    query: Query,
-    *,
-    max_records: int | None,
-    concurrency: int,
-    raw: bool,
-    prefetch: int,
+def _windowed_pages(
+    client: Client, endpoint: str, query: Query, concurrency: int, raw: bool
 ) -> Iterator[Any]:
-    """Every page of ``query`` in the requested order (`Page`, or `RawPage` when ``raw``)."""
-    if concurrency <= 1 or max_records is not None:
-        walk = client.iter_raw_pages if raw else client.iter_pages
-        pages = walk(endpoint, query, max_records=max_records)
-        yield from _prefetch(pages, prefetch) if prefetch else pages
-        return
-
+    """The pages of ``query``'s date windows, walked on ``concurrency`` threads, in row order."""
     windows = plan_windows(client, endpoint, query, concurrency * WINDOWS_PER_WORKER)
     if not windows:
         return
@@ -188,6 +175,36 @@ def _pages(
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _pages(
+    client: Client,
+    endpoint: str,
+    query: Query,
+    max_records: int | None,
+    concurrency: int,
+    on_page: Callable[[int], None] | None,
+    *,
+    raw: bool,
+    prefetch: int = 0,
+) -> Generator[Any, None, None]:
+    """Every page of ``query`` in the requested order (`Page`, or `RawPage` when ``raw``).
+
+    ``on_page`` is told how many records each page holds.
+    """
+    pages: Iterator[Any]
+    page: Any  # a RawPage when raw, else a Page
+    if concurrency <= 1 or max_records is not None:
+        walk = client.iter_raw_pages if raw else client.iter_pages
+        pages = walk(endpoint, query, max_records=max_records)
+        if prefetch:
+            pages = _prefetch(pages, prefetch)
+    else:
+        pages = _windowed_pages(client, endpoint, query, concurrency, raw)
+    for page in pages:
+        if on_page is not None:
+            on_page(page.count if raw else len(page.records))
+        yield page
 
 
 def iter_record_pages(
@@ -216,18 +233,7 @@ def iter_record_pages(
     on_page : callable, optional
         Called with the number of records of each page, e.g. to move a progress bar.
     """
-    pages = _pages(
-        client,
-        endpoint,
-        query,
-        max_records=max_records,
-        concurrency=concurrency,
-        raw=False,
-        prefetch=0,
-    )
-    for page in pages:
-        if on_page is not None:
-            on_page(len(page.records))
+    for page in _pages(client, endpoint, query, max_records, concurrency, on_page, raw=False):
         yield page.records
 
 
@@ -248,16 +254,6 @@ def iter_raw_pages(
     errors as `iter_record_pages`; at most ``prefetch`` pages more are requested when the
     caller stops early.
     """
-    pages = _pages(
-        client,
-        endpoint,
-        query,
-        max_records=max_records,
-        concurrency=concurrency,
-        raw=True,
-        prefetch=prefetch,
+    return _pages(
+        client, endpoint, query, max_records, concurrency, on_page, raw=True, prefetch=prefetch
     )
-    for page in pages:
-        if on_page is not None:
-            on_page(page.count)
-        yield page

@@ -11,7 +11,7 @@ a page the reference checked into a chunk. A `Chunk` can also give its rows back
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -20,13 +20,14 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from ._constants import ENDPOINTS, IMPACT_TYPES
-from ._frame import _CUSTOMER_COLUMNS, _MIN_MS, _Columns, _spread
+from ._frame_checks import _EPOCH, _MIN_MS
+from ._frame_columns import _Columns, _spread
+from ._frame_options import _CUSTOMER_COLUMNS
 
 __all__ = ["NO_ROWS", "Chunk", "PageReader", "has_null", "milliseconds", "readable"]
 
 NO_ROWS: Final = np.empty(0, dtype=np.int64)
 _BLOCK_SIZE: Final = 4 << 20  # Arrow's unit of parallel parsing (grown for a longer body)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The one timestamp form the fast path reads: "2024-09-16T20:30:13.391Z" (24 bytes).
 _TIME_SIZE: Final = 24
@@ -223,7 +224,7 @@ class Chunk:
         return self.user_id[i].as_py(), int(self.time[i])
 
     def content(self, i: int) -> tuple[Any, ...]:
-        """What `_frame._Columns.content` gives for the same record."""
+        """What `_frame_columns._Columns.content` gives for the same record."""
         meta = None
         if self.meta is not None:
             meta = {k: v for k, column in self.meta.items() if (v := column[i].as_py()) is not None}

@@ -10,7 +10,7 @@ records (frame, dtypes, warnings, errors), several times faster and in less memo
     add(records)    decoded records: checked by the reference code, then kept as a chunk
     finish()        concatenate the chunks into the typed frame and validate it
 
-A body goes through the reference checks instead (``json.loads`` + `FrameBuilder._check_page`)
+A body goes through the reference checks instead (``json.loads`` + `PageChecker.check`)
 when Arrow cannot stand for it exactly: a raw line break or a JSON ``null`` in it (Arrow cannot
 tell ``"k": null`` from a missing key), a field of another type or an unknown field, nested or
 non-string metadata, a timestamp not in the API's ``YYYY-MM-DDTHH:MM:SS.sssZ`` form, a missing or
@@ -27,10 +27,10 @@ than the reference there, never different.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
-import warnings
 from array import array
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,18 +40,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS, IMPACT_TYPES
-from ._frame import (
-    _CUSTOMER_COLUMNS,
-    _STRING,
-    DTYPES,
-    FrameBuilder,
-    _strict_equal,
-    fixed_columns,
-)
+from ._constants import IMPACT_TYPES
+from ._frame import DTYPES, FrameBuilder
 from ._frame_arrow import NO_ROWS, Chunk, PageReader, readable
+from ._frame_checks import PageChecker
+from ._frame_dedup import _strict_equal, warn_conflicts
+from ._frame_options import _CUSTOMER_COLUMNS, _STRING, FrameOptions, fixed_columns
 from ._paging import RawPage, parse_page
-from .errors import DuplicateRecordWarning
 
 __all__ = ["FastFrameBuilder"]
 
@@ -82,7 +77,9 @@ def _repeated(times: np.ndarray) -> np.ndarray:
     return np.unique(times[1:][step == 0])
 
 
-class FastFrameBuilder:
+# The options (endpoint, metadata, ...) and their checks are FrameOptions's, as FrameBuilder's.
+@dataclasses.dataclass(kw_only=True, eq=False, repr=False)
+class FastFrameBuilder(FrameOptions):
     """`FrameBuilder` with an Arrow fast path for response bodies (same frames, faster).
 
     Parameters
@@ -110,35 +107,18 @@ class FastFrameBuilder:
     0      U1  waste_removed      15
     """
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        metadata: str = "columns",
-        metadata_prefix: str = DEFAULT_METADATA_PREFIX,
-        dtype_backend: str = "numpy_nullable",
-        batch_bytes: int = BATCH_BYTES,
-        batch_seconds: float = BATCH_SECONDS,
-    ) -> None:
-        self._options = {
-            "metadata": metadata,
-            "metadata_prefix": metadata_prefix,
-            "dtype_backend": dtype_backend,
-        }
-        # checks the options; its page checks serve the pages Arrow does not take
-        self._checker = FrameBuilder(endpoint, **self._options)
-        self.endpoint = endpoint
-        self.metadata = metadata
-        self.metadata_prefix = metadata_prefix
-        self.dtype_backend = dtype_backend
-        self.batch_bytes = batch_bytes
-        self.batch_seconds = batch_seconds
-        self._records_key = ENDPOINTS[endpoint][1]
-        string_type = pa.large_string() if dtype_backend == "numpy_nullable" else pa.string()
-        self._reader = PageReader(endpoint, metadata, string_type)
+    batch_bytes: int = BATCH_BYTES
+    batch_seconds: float = BATCH_SECONDS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # the reference's page checks, for the pages Arrow does not take
+        self._checker = PageChecker(self.endpoint, self.metadata)
+        string_type = pa.large_string() if self.dtype_backend == "numpy_nullable" else pa.string()
+        self._reader = PageReader(self.endpoint, self.metadata, string_type)
         self._reference: FrameBuilder | None = None
-        if metadata in ("dict", "json"):  # Python objects and key order: the reference's job
-            self._reference = FrameBuilder(endpoint, **self._options)
+        if self.metadata in ("dict", "json"):  # Python objects and key order: the reference's job
+            self._reference = FrameBuilder(self.endpoint, **self.options())
         self._pending: list[bytes] = []
         self._pending_checked: list[bool] = []  # per body: known to be UTF-8
         self._pending_bytes = 0
@@ -156,20 +136,9 @@ class FastFrameBuilder:
         return sum(map(len, self._chunks))
 
     @property
-    def count(self) -> int:
-        """Rows taken so far (bodies waiting for their batch are not counted)."""
-        return len(self)
-
-    @property
     def uses_reference(self) -> bool:
         """Whether the reference builder has taken over (see the module docstring)."""
         return self._reference is not None
-
-    def __repr__(self) -> str:
-        return (
-            f"FastFrameBuilder({self.endpoint!r}, metadata={self.metadata!r}, "
-            f"dtype_backend={self.dtype_backend!r}, rows={len(self)})"
-        )
 
     # -- adding -----------------------------------------------------------------------------
 
@@ -303,8 +272,7 @@ class FastFrameBuilder:
     def _add_records(self, records: list[Any]) -> int:
         if self._reference is not None:
             return self._reference.add(records)
-        self._checker._n_added = self._n_added  # error messages count from here
-        page, times = self._checker._check_page(records)
+        page, times = self._checker.check(records, self._n_added)  # messages count from there
         chunk = self._reader.from_page(page, times)
         if chunk is None:
             self._fall_back()
@@ -314,7 +282,7 @@ class FastFrameBuilder:
 
     def _fall_back(self) -> None:
         """Hand everything to a reference builder: replay the rows taken so far into it."""
-        reference = FrameBuilder(self.endpoint, **self._options)
+        reference = FrameBuilder(self.endpoint, **self.options())
         for chunk in self._chunks:
             reference.add(chunk.records())  # rows already unique: nothing is dropped again
         positions = [c.position for c in self._chunks]
@@ -410,10 +378,7 @@ class FastFrameBuilder:
         return self._assemble(stacklevel + 1)
 
     def _assemble(self, stacklevel: int) -> pd.DataFrame:
-        # imported here: impactframe.schemas imports this package's _frame module
-        from .schemas import validate
-
-        chunks, column = self._chunks, self._checker._column
+        chunks, column = self._chunks, self._column
         string_type = self._reader.string_type
 
         def strings(columns: list[pa.ChunkedArray]) -> pa.ChunkedArray:
@@ -443,20 +408,8 @@ class FastFrameBuilder:
                     parts.append(part)
                 columns[self.metadata_prefix + key] = column(strings(parts), _STRING)
         frame = pd.DataFrame(columns, copy=False)
-        if self._conflicts:
-            msg = (
-                f"{self._records_key}: {len(self._conflicts)} (user_id, time_utc) key(s) occur in "
-                f"records with different content; all {sum(self._conflicts.values())} of those "
-                "records were kept"
-            )
-            warnings.warn(msg, DuplicateRecordWarning, stacklevel=stacklevel + 1)
-        return validate(
-            frame,
-            self.endpoint,
-            dtype_backend=self.dtype_backend,
-            metadata=self.metadata,
-            metadata_prefix=self.metadata_prefix,
-        )
+        warn_conflicts(self._records_key, self._conflicts, stacklevel + 1)
+        return self._validate(frame)
 
     def _amount_columns(self, codes: np.ndarray, amounts: np.ndarray) -> dict[str, Any]:
         """``amount`` and one column per impact type (null where the row is of another type)."""

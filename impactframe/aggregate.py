@@ -372,14 +372,19 @@ def cumulative(
 
     Examples
     --------
+    Each group's total grows from its own first record (months without one repeat it):
+
     >>> import pandas as pd
     >>> df = pd.DataFrame({
-    ...     "time_utc": pd.to_datetime(["2024-01-05", "2024-03-09"], utc=True),
-    ...     "impact_type": pd.Categorical(["tree_planted", "tree_planted"]),
-    ...     "amount": pd.array([2, 3], dtype="Int64"),
+    ...     "time_utc": pd.to_datetime(["2024-01-05", "2024-02-20", "2024-03-09"], utc=True),
+    ...     "amount": pd.array([2, 4, 3], dtype="Int64"),
+    ...     "impact_type": pd.Categorical(["tree_planted"] * 3),
+    ...     "category": ["a", "b", "a"],
     ... })
     >>> cumulative(df)["tree_planted"].tolist()
-    [2, 2, 5]
+    [2, 6, 9]
+    >>> cumulative(df, by="category")["tree_planted"].unstack("category").to_numpy().tolist()
+    [[2, 0], [2, 4], [5, 4]]
     """
     sums, index, types, _, _ = _summary(df, freq, by, "cumulative")
     return _int_frame(sums.cumsum(axis=1), index, types)

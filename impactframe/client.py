@@ -553,8 +553,9 @@ class Client:
         ...     server.api_key, base_url=server.url
         ... ) as client:
         ...     page = client.get_page("records", {"limit": "5"})
-        >>> len(page.records), page.cursor
-        (3, None)
+        ...     raw = client.get_raw_page("records", {"limit": "5"})
+        >>> len(page.records), page.cursor, raw.count, raw.body[:16]
+        (3, None, 3, b'{"user_records":')
         """
         check_choice(endpoint, "endpoint", ENDPOINTS)
         path, records_key = ENDPOINTS[endpoint]
@@ -567,13 +568,7 @@ class Client:
 
         Examples
         --------
-        >>> from impactframe.sandbox import SandboxServer
-        >>> with SandboxServer(n_records=3) as server, Client(
-        ...     server.api_key, base_url=server.url
-        ... ) as client:
-        ...     page = client.get_raw_page("records", {"limit": "5"})
-        >>> page.count, page.cursor, page.body[:16]
-        (3, None, b'{"user_records":')
+        See `get_page`, whose example reads the same page both ways.
         """
         check_choice(endpoint, "endpoint", ENDPOINTS)
         path, records_key = ENDPOINTS[endpoint]
@@ -646,15 +641,12 @@ class Client:
         --------
         >>> from impactframe._params import normalize_query
         >>> from impactframe.sandbox import SandboxServer
-        >>> query = normalize_query("records", page_size=4)
         >>> with SandboxServer(n_records=10) as server, Client(
         ...     server.api_key, base_url=server.url
         ... ) as client:
-        ...     sizes = [p.count for p in client.iter_raw_pages("records", query)]
-        ...     capped = [p.count
-        ...               for p in client.iter_raw_pages("records", query, max_records=5)]
-        >>> sizes, capped
-        ([4, 4, 2], [4, 1])
+        ...     pages = [*client.iter_raw_pages("records", normalize_query("records", page_size=4))]
+        >>> [page.count for page in pages], pages[0].body[:16]
+        ([4, 4, 2], b'{"user_records":')
         """
         cap = self._check_walk(endpoint, query, max_records)
         return self._walk(endpoint, query, cap, self.get_raw_page)

@@ -199,27 +199,15 @@ def _months(start: dt.date, end: dt.date) -> int:
 def _read(
     endpoint: str,
     *,
-    customer_email: str | None = None,
-    filter_by: str | Iterable[str] | None,
-    start_date: Any,
-    end_date: Any,
-    sort_order: str,
-    page_size: int,
     metadata_keys: Iterable[str] | None,
     npartitions: int | None,
     dtype_backend: str,
     api_key: str | None,
     base_url: str | None,
+    **query_arguments: Any,
 ) -> dask.dataframe.DataFrame:
-    query = normalize_query(
-        endpoint,
-        filter_by=filter_by,
-        start_date=start_date,
-        end_date=end_date,
-        sort_order=sort_order,
-        page_size=page_size,
-        customer_email=customer_email,
-    )
+    # Every argument is checked before a client (and so any connection) exists.
+    query = normalize_query(endpoint, **query_arguments)
     keys = _check_metadata_keys(metadata_keys)
     n = _check_npartitions(npartitions)
     check_choice(dtype_backend, "dtype_backend", DTYPE_BACKENDS)
@@ -329,19 +317,8 @@ def read_records(
     >>> ddf.npartitions, len(frame), "metadata" in frame.columns
     (4, 100, True)
     """
-    return _read(
-        "records",
-        filter_by=filter_by,
-        start_date=start_date,
-        end_date=end_date,
-        sort_order=sort_order,
-        page_size=page_size,
-        metadata_keys=metadata_keys,
-        npartitions=npartitions,
-        dtype_backend=dtype_backend,
-        api_key=api_key,
-        base_url=base_url,
-    )
+    # locals() holds exactly the keywords above: the body is shared, the signature is not.
+    return _read("records", **locals())
 
 
 def read_customer_records(
@@ -376,20 +353,8 @@ def read_customer_records(
     >>> list(frame.columns[:2]), list(frame.columns[-1:])
     (['user_id', 'customer_id'], ['metadata_order_id'])
     """
-    return _read(
-        "customer_records",
-        customer_email=customer_email,
-        filter_by=filter_by,
-        start_date=start_date,
-        end_date=end_date,
-        sort_order=sort_order,
-        page_size=page_size,
-        metadata_keys=metadata_keys,
-        npartitions=npartitions,
-        dtype_backend=dtype_backend,
-        api_key=api_key,
-        base_url=base_url,
-    )
+    # locals() holds exactly the keywords above: the body is shared, the signature is not.
+    return _read("customer_records", **locals())
 
 
 read_records.__doc__ = (read_records.__doc__ or "").replace("{common}", _COMMON_DOC.strip())

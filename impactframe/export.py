@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import functools
 import json
@@ -46,10 +47,11 @@ import pyarrow.parquet as pq
 from ._constants import DEFAULT_METADATA_PREFIX
 from ._fetch import iter_record_pages
 from ._frame import FrameBuilder
-from ._params import check_choice, normalize_max_records, normalize_query
+from ._params import check_choice
+from ._prepare import DateLike, Plan, connect, prepare
 from .client import Client
 from .errors import DuplicateRecordWarning
-from .loaders import DateLike, _check_options, _progress_bar
+from .loaders import _progress_bar
 
 __all__ = ["PARTITION_KEYS", "ExportResult", "export_parquet"]
 
@@ -224,8 +226,8 @@ class _BoundaryDedup:
                     f"two records share user_id={user_id!r} and time_utc={time_utc!r} "
                     "but differ; both were kept",
                     DuplicateRecordWarning,
-                    # user -> export_parquet -> _batches -> filter
-                    stacklevel=4,
+                    # user -> export_parquet -> _export -> _write_dataset -> _batches -> filter
+                    stacklevel=6,
                 )
         return kept
 
@@ -276,8 +278,9 @@ def _finish_batch(builder: FrameBuilder, warned: set[tuple[type[Warning], str]])
         key = (warning.category, re.sub(r"\d+", "#", str(warning.message)))
         if key not in warned:
             warned.add(key)
-            # user -> export_parquet -> _batches -> _finish_batch (a partial adds no frame)
-            warnings.warn(warning.message, stacklevel=4)
+            # user -> export_parquet -> _export -> _write_dataset -> _batches -> _finish_batch
+            # (a partial adds no frame)
+            warnings.warn(warning.message, stacklevel=6)
     return frame
 
 
@@ -714,45 +717,53 @@ def export_parquet(
     >>> (folder / "_common_metadata").exists()
     True
     """
+    # locals() holds exactly the keywords above: the body is shared, the signature is not.
+    return _export(**locals())
+
+
+def _export(
+    path: str | os.PathLike[str],
+    endpoint: str,
+    *,
+    partition_by: Iterable[str],
+    batch_records: int,
+    overwrite: bool,
+    client: Client | None,
+    api_key: str | None,
+    base_url: str | None,
+    **arguments: Any,
+) -> ExportResult:
     # Every argument is checked before a client (and so any connection) exists.
     endpoint = _check_endpoint(endpoint)
-    query = normalize_query(
-        endpoint,
-        filter_by=filter_by,
-        start_date=start_date,
-        end_date=end_date,
-        sort_order=sort_order,
-        page_size=page_size,
-        customer_email=customer_email,
-    )
-    max_records = normalize_max_records(max_records)
-    _check_options(
-        metadata=metadata,
-        metadata_prefix=metadata_prefix,
-        dtype_backend="numpy_nullable",
-        concurrency=concurrency,
-        progress=progress,
-        cache=False,
-        refresh=False,
-    )
+    plan = prepare(endpoint, **arguments)
     partition_keys = _check_partition_by(partition_by)
     batch_size = _check_batch_records(batch_records)
     target = _check_target(path, overwrite)
-    if client is not None and (api_key is not None or base_url is not None):
-        msg = "pass either client= or api_key=/base_url=, not both"
-        raise ValueError(msg)
-    if client is not None and not isinstance(client, Client):
-        msg = f"client must be an impactframe.Client; got {type(client).__name__}"
-        raise ValueError(msg)
-
-    builder_options = {
+    if plan.metadata == "dict":
         # Parquet has no column of free-form dicts that reads back as dicts everywhere.
-        "metadata": "json" if metadata == "dict" else metadata,
-        "metadata_prefix": metadata_prefix,
-        "dtype_backend": "numpy_nullable",
-    }
-    owned = client is None
-    active = Client(api_key, base_url=base_url) if client is None else client
+        plan = dataclasses.replace(plan, metadata="json")
+    with connect(client, api_key, base_url) as active:
+        return _write_dataset(
+            active,
+            plan,
+            target,
+            partition_keys=partition_keys,
+            batch_size=batch_size,
+            overwrite=overwrite,
+        )
+
+
+def _write_dataset(
+    client: Client,
+    plan: Plan,
+    target: Path,
+    *,
+    partition_keys: tuple[str, ...],
+    batch_size: int,
+    overwrite: bool,
+) -> ExportResult:
+    """Stream the checked query's batches into a new dataset and put it at `target`."""
+    endpoint, builder_options = plan.endpoint, plan.builder_options
     run_id = uuid.uuid4().hex
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f"{target.name}.tmp-{run_id}")
@@ -764,13 +775,13 @@ def export_parquet(
         writer = _DatasetWriter(temporary, partition_keys, run_id)
         written = 0
         warned: set[tuple[type[Warning], str]] = set()
-        with _progress_bar(progress, f"impactframe export {endpoint}") as bar:
+        with _progress_bar(plan.progress, f"impactframe export {endpoint}") as bar:
             pages = iter_record_pages(
-                active,
+                client,
                 endpoint,
-                query,
-                max_records=max_records,
-                concurrency=concurrency,
+                plan.query,
+                max_records=plan.max_records,
+                concurrency=plan.concurrency,
                 on_page=bar.update if bar is not None else None,
             )
             frames = _batches(
@@ -784,7 +795,7 @@ def export_parquet(
                 written += len(frame)
                 del frame  # the next batch is built without this one in memory
         empty = FrameBuilder(endpoint, **builder_options).finish()
-        metadata_columns = metadata_prefix if builder_options["metadata"] == "columns" else None
+        metadata_columns = plan.metadata_prefix if plan.metadata == "columns" else None
         schema = writer.finish(empty, metadata_columns)
         _place(temporary, target, overwrite, run_id)
     except BaseException:
@@ -793,8 +804,6 @@ def export_parquet(
         raise
     finally:
         _release_run_lock(target, run_id, lock)
-        if owned:
-            active.close()
 
     columns = (*schema.names, *(k for k in partition_keys if k not in schema.names))
     result = ExportResult(

@@ -11,56 +11,23 @@ import contextlib
 import dataclasses
 import importlib.util
 import logging
-import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
 from . import _cache
-from ._constants import DEFAULT_METADATA_PREFIX, DTYPE_BACKENDS, METADATA_MODES
+from ._constants import DEFAULT_METADATA_PREFIX
 from ._fetch import iter_raw_pages
 from ._frame_fast import FastFrameBuilder
-from ._params import Query, check_choice, normalize_max_records, normalize_query
+from ._params import Query
+from ._prepare import CacheOption, DateLike, Plan, Refresh, connect, prepare
 from .client import Client
 
 __all__ = ["load_customer_records", "load_records"]
 
 logger = logging.getLogger("impactframe")
-
-DateLike = str | Any  # str, datetime.date, datetime.datetime or pandas.Timestamp
-Refresh = bool | Literal["full"]
-CacheOption = bool | str | os.PathLike[str]
-
-
-def _check_options(
-    *,
-    metadata: str,
-    metadata_prefix: str,
-    dtype_backend: str,
-    concurrency: int,
-    progress: bool | None,
-    cache: CacheOption,
-    refresh: Refresh,
-) -> None:
-    check_choice(metadata, "metadata", METADATA_MODES)
-    check_choice(dtype_backend, "dtype_backend", DTYPE_BACKENDS)
-    if not isinstance(metadata_prefix, str) or not metadata_prefix:
-        msg = f"metadata_prefix must be a non-empty string; got {metadata_prefix!r}"
-        raise ValueError(msg)
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        msg = f"concurrency must be an integer >= 1; got {concurrency!r}"
-        raise ValueError(msg)
-    if progress is not None and not isinstance(progress, bool):
-        msg = f"progress must be True, False or None (automatic); got {progress!r}"
-        raise ValueError(msg)
-    if not isinstance(cache, bool | str | os.PathLike) or cache == "":
-        msg = f"cache must be True, False or a folder path; got {cache!r}"
-        raise ValueError(msg)
-    if refresh not in (False, True, "full") or not isinstance(refresh, bool | str):
-        msg = f"refresh must be False, True or 'full'; got {refresh!r}"
-        raise ValueError(msg)
 
 
 def _in_notebook() -> bool:
@@ -91,26 +58,17 @@ def _progress_bar(progress: bool | None, description: str) -> Iterator[Any]:
         bar.close()
 
 
-def _fetch_frame(
-    client: Client,
-    endpoint: str,
-    query: Query,
-    *,
-    max_records: int | None,
-    concurrency: int,
-    progress: bool | None,
-    builder_options: dict[str, Any],
-) -> pd.DataFrame:
+def _fetch_frame(client: Client, plan: Plan, query: Query) -> pd.DataFrame:
     # The fast path: pages stay bytes until Arrow parses them in batches (FastFrameBuilder
     # gives exactly the reference FrameBuilder's frame, warnings and errors).
-    builder = FastFrameBuilder(endpoint, **builder_options)
-    with _progress_bar(progress, f"impactframe {endpoint}") as bar:
+    builder = FastFrameBuilder(plan.endpoint, **plan.builder_options)
+    with _progress_bar(plan.progress, f"impactframe {plan.endpoint}") as bar:
         pages = iter_raw_pages(
             client,
-            endpoint,
+            plan.endpoint,
             query,
-            max_records=max_records,
-            concurrency=concurrency,
+            max_records=plan.max_records,
+            concurrency=plan.concurrency,
             on_page=bar.update if bar is not None else None,
         )
         failure: Exception | None = None
@@ -131,121 +89,63 @@ def _fetch_frame(
             # page-by-page reference path reports it.
             builder.flush()
             raise failure
-    # Warnings point at the user's call: user -> load_* -> _load -> fetch -> _fetch_frame.
-    frame = builder.finish(stacklevel=6)
-    if max_records is not None and len(frame) > max_records:
+    # Warnings point at the user's call: user -> load_* -> _load -> _fetch_frame.
+    frame = builder.finish(stacklevel=5)
+    if plan.max_records is not None and len(frame) > plan.max_records:
         # Duplicates dropped by the builder can leave more than enough after the cap was
         # requested; the cap is on the rows returned.
-        frame = frame.iloc[:max_records].reset_index(drop=True)
+        frame = frame.iloc[: plan.max_records].reset_index(drop=True)
     return frame
 
 
 def _load(
     endpoint: str,
     *,
-    customer_email: str | None = None,
-    filter_by: str | Iterable[str] | None,
-    start_date: DateLike | None,
-    end_date: DateLike | None,
-    sort_order: str,
-    page_size: int,
-    max_records: int | None,
-    metadata: str,
-    metadata_prefix: str,
-    cache: CacheOption,
-    refresh: Refresh,
-    concurrency: int,
-    progress: bool | None,
-    dtype_backend: str,
     client: Client | None,
     api_key: str | None,
     base_url: str | None,
+    **arguments: Any,
 ) -> pd.DataFrame:
     # Every argument is checked before a client (and so any connection) exists.
-    query = normalize_query(
-        endpoint,
-        filter_by=filter_by,
-        start_date=start_date,
-        end_date=end_date,
-        sort_order=sort_order,
-        page_size=page_size,
-        customer_email=customer_email,
-    )
-    max_records = normalize_max_records(max_records)
-    _check_options(
-        metadata=metadata,
-        metadata_prefix=metadata_prefix,
-        dtype_backend=dtype_backend,
-        concurrency=concurrency,
-        progress=progress,
-        cache=cache,
-        refresh=refresh,
-    )
-    if client is not None and (api_key is not None or base_url is not None):
-        msg = "pass either client= or api_key=/base_url=, not both"
-        raise ValueError(msg)
-    if client is not None and not isinstance(client, Client):
-        msg = f"client must be an impactframe.Client; got {type(client).__name__}"
-        raise ValueError(msg)
-
-    builder_options = {
-        "metadata": metadata,
-        "metadata_prefix": metadata_prefix,
-        "dtype_backend": dtype_backend,
-    }
-    owned = client is None
-    active = Client(api_key, base_url=base_url) if client is None else client
-    try:
-
-        def fetch(q: Query) -> pd.DataFrame:
-            return _fetch_frame(
-                active,
-                endpoint,
-                q,
-                max_records=max_records,
-                concurrency=concurrency,
-                progress=progress,
-                builder_options=builder_options,
-            )
-
-        if cache is False:
-            return fetch(query)
-        store = _cache.ParquetCache(_cache.resolve_cache_dir(cache))
+    plan = prepare(endpoint, **arguments)
+    query = plan.query
+    with connect(client, api_key, base_url) as active:
+        if plan.cache is False:
+            return _fetch_frame(active, plan, query)
+        # The cache's warnings point at the user's call: user -> load_* -> _load -> cache.
+        store = _cache.ParquetCache(_cache.resolve_cache_dir(plan.cache))
         key = _cache.CacheKey(
             fingerprint=active.fingerprint,
             endpoint=endpoint,
             query=query,
-            max_records=max_records,
-            **builder_options,
+            max_records=plan.max_records,
+            **plan.builder_options,
         )
         with store.lock(key):
-            cached = None if refresh == "full" else store.get(key)
-            if cached is not None and refresh is False:
+            cached = None if plan.refresh == "full" else store.get(key)
+            if cached is not None and plan.refresh is False:
                 logger.info("served %d %s from the cache", len(cached), endpoint)
                 return cached
             since = None
-            if cached is not None and max_records is None:
+            if cached is not None and plan.max_records is None:
                 since = _cache.refresh_start(cached)
             if since is None:
-                frame = fetch(query)
+                frame = _fetch_frame(active, plan, query)
             else:
                 # The date filter is inclusive: the newest cached day is read again whole,
                 # replacing the cached rows of that day (SPEC §6).
                 start = max(since, query.start_date) if query.start_date else since
-                fresh = fetch(dataclasses.replace(query, start_date=start))
+                fresh = _fetch_frame(active, plan, dataclasses.replace(query, start_date=start))
                 frame = _cache.merge(
                     cached,
                     fresh,
                     since=start,
                     endpoint=endpoint,
                     sort_order=query.sort_order,
-                    **builder_options,
+                    **plan.builder_options,
                 )
             store.put(key, frame)
             return frame
-    finally:
-        if owned:
-            active.close()
 
 
 _COMMON_DOC = """
@@ -340,25 +240,8 @@ def load_records(
     >>> df["impact_type"].unique().tolist()
     ['tree_planted']
     """
-    return _load(
-        "records",
-        filter_by=filter_by,
-        start_date=start_date,
-        end_date=end_date,
-        sort_order=sort_order,
-        page_size=page_size,
-        max_records=max_records,
-        metadata=metadata,
-        metadata_prefix=metadata_prefix,
-        cache=cache,
-        refresh=refresh,
-        concurrency=concurrency,
-        progress=progress,
-        dtype_backend=dtype_backend,
-        client=client,
-        api_key=api_key,
-        base_url=base_url,
-    )
+    # locals() holds exactly the keywords above: the body is shared, the signature is not.
+    return _load("records", **locals())
 
 
 def load_customer_records(
@@ -400,26 +283,8 @@ def load_customer_records(
     >>> list(df.columns[:4])
     ['user_id', 'customer_id', 'customer_email', 'customer_name']
     """
-    return _load(
-        "customer_records",
-        customer_email=customer_email,
-        filter_by=filter_by,
-        start_date=start_date,
-        end_date=end_date,
-        sort_order=sort_order,
-        page_size=page_size,
-        max_records=max_records,
-        metadata=metadata,
-        metadata_prefix=metadata_prefix,
-        cache=cache,
-        refresh=refresh,
-        concurrency=concurrency,
-        progress=progress,
-        dtype_backend=dtype_backend,
-        client=client,
-        api_key=api_key,
-        base_url=base_url,
-    )
+    # locals() holds exactly the keywords above: the body is shared, the signature is not.
+    return _load("customer_records", **locals())
 
 
 load_records.__doc__ = (load_records.__doc__ or "").replace("{common}", _COMMON_DOC.strip())

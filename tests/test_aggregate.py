@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import inspect
 import logging
 import warnings
 from collections import defaultdict
@@ -633,6 +634,23 @@ def test_accessor_delegates(customers: pd.DataFrame) -> None:
     assert hashed["customer_email"].iloc[0].startswith("email_")
     with pytest.raises(ValueError, match="freq"):
         acc.summarize("bogus")
+
+
+@pytest.mark.parametrize(
+    "name", ["totals", "summarize", "cumulative", "top_customers", "with_units"]
+)
+def test_accessor_methods_show_the_functions_docs(customers: pd.DataFrame, name: str) -> None:
+    # help(df.impact.totals) must be as useful as help(aggregate.totals).
+    method, func = getattr(customers.impact, name), getattr(aggregate, name)
+    doc, func_doc = inspect.getdoc(method) or "", inspect.getdoc(func) or ""
+    assert doc.splitlines()[0] == func_doc.splitlines()[0]
+    assert f"impactframe.aggregate.{name}" in doc
+    assert all(section in doc for section in ("Parameters", "Returns", "Examples"))
+    assert "df : " not in doc
+    examples = [line for line in doc.splitlines() if line.startswith(">>> ")]
+    assert any(f"df.impact.{name}(" in line for line in examples)
+    params = list(inspect.signature(func).parameters.values())
+    assert list(inspect.signature(method).parameters.values()) == params[1:]
 
 
 def test_accessor_registration_is_idempotent_and_silent() -> None:

@@ -27,7 +27,8 @@ import pytest
 
 import impactframe as ifr
 from impactframe import aggregate
-from impactframe.cli import _redact_secrets, atomic_output, build_parser, main, write_frame
+from impactframe._cli_args import redact_secrets
+from impactframe.cli import atomic_output, build_parser, main, write_frame
 from impactframe.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,7 +335,7 @@ def test_no_api_key_option_and_the_value_is_not_echoed(
 
 def test_redact_secrets_masks_key_like_options() -> None:
     text = "unrecognized arguments: --token abc --password=hunter2 --seed 3"
-    assert _redact_secrets(text) == "unrecognized arguments: --token *** --password=*** --seed 3"
+    assert redact_secrets(text) == "unrecognized arguments: --token *** --password=*** --seed 3"
 
 
 @pytest.mark.parametrize(
@@ -573,7 +574,7 @@ def test_an_unexpected_error_is_still_one_line(
         msg = "boom"
         raise RuntimeError(msg)
 
-    monkeypatch.setattr("impactframe.cli._run_cache", broken)
+    monkeypatch.setattr("impactframe._cli_local._run_cache", broken)
     code, out, err = cli(capsys, "cache", "list")
     assert (code, out) == (1, "")
     assert err == "impactframe: error: unexpected RuntimeError: boom (--debug shows where)\n"

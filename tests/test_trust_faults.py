@@ -22,6 +22,7 @@ Retries never sleep for real (the clients' ``_sleep`` is replaced).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -370,55 +371,11 @@ def test_max_records_with_a_repeated_boundary_record_returns_the_cap(
 
 # --- kills --------------------------------------------------------------------------------------
 
-#: Runs in a child process. It loads into a cache or exports over a dataset, counting the file
-#: operations under ``watch`` (audit events, so nothing is patched). With ``stop_at`` it prints
-#: PAUSED and sleeps just before that operation, for the parent to kill it; with ``trace`` it
-#: prints every operation it counted. With ``wait_go`` it prints READY once imported and starts
-#: when a line arrives on its stdin, so that the parent can start several at the same moment.
-CHILD = r"""
-import json, os, sys, time
-
-spec = json.loads(sys.argv[1])
-watch, stop_at, trace = spec["watch"], spec.get("stop_at"), spec.get("trace", False)
-EVENTS = {"open", "os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.chmod", "shutil.rmtree"}
-ops = []
-
-def hook(event, args):
-    if event not in EVENTS or not args:
-        return
-    path = args[0]
-    if isinstance(path, os.PathLike):
-        path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    if not isinstance(path, str) or not path.startswith(watch):
-        return
-    ops.append([event, path[len(watch):]])
-    if len(ops) == stop_at:
-        print("PAUSED", event, path[len(watch):], flush=True)
-        time.sleep(600)
-
-sys.addaudithook(hook)
-import impactframe as ifr
-
-client = ifr.Client(spec["key"], base_url=spec["url"])
-client._sleep = lambda seconds: None
-if spec.get("wait_go"):  # lined up with another child: start when the parent says go
-    print("READY", flush=True)
-    sys.stdin.readline()
-if spec["mode"] == "load":
-    began = time.time()
-    frame = ifr.load_records(client=client, cache=spec["cache"], refresh=spec["refresh"],
-                             page_size=spec["page_size"], progress=False)
-    print("SPAN", json.dumps([began, time.time()]), flush=True)
-    if "pickle" in spec:
-        frame.to_pickle(spec["pickle"])
-else:
-    ifr.export_parquet(spec["out"], client=client, overwrite=True, page_size=spec["page_size"],
-                       batch_records=spec["batch_records"], partition_by=("year",),
-                       progress=False)
-print("DONE", json.dumps(ops if trace else len(ops)), flush=True)
-"""
+#: The child that loads into a cache or exports over a dataset, counting its file operations
+#: with an audit hook: it pauses at ``stop_at`` (for the kill), prints them all with ``trace``,
+#: and with ``wait_go`` waits for a line on stdin. The soak runs the same child; its protocol is
+#: in benchmarks/_kill_child.py (run from the repository root, so no import is needed here).
+CHILD = [sys.executable, "-m", "benchmarks._kill_child"]
 
 
 def child_env() -> dict[str, str]:
@@ -447,7 +404,7 @@ def _reap_children() -> Iterator[None]:
 def start_child(spec: dict[str, Any], log: Path) -> subprocess.Popen[str]:
     with log.open("a") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, json.dumps(spec)],
+            [*CHILD, json.dumps(spec)],
             stdin=subprocess.PIPE if spec.get("wait_go") else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -536,19 +493,51 @@ def records_key(client: ifr.Client) -> CacheKey:
     )
 
 
+def quiet_client(server: SandboxServer) -> ifr.Client:
+    """A client of `server` whose retries do not sleep."""
+    client = ifr.Client(server.api_key, base_url=server.url)
+    client._sleep = lambda _s: None
+    return client
+
+
+@pytest.fixture
+def kill_client(kill_server: SandboxServer) -> ifr.Client:
+    """A client of the kill server whose retries do not sleep."""
+    return quiet_client(kill_server)
+
+
+@contextlib.contextmanager
+def serving_newer(server: SandboxServer) -> Iterator[pd.DataFrame]:
+    """Serve NEWER records too during the block; yields the frame of all the records."""
+    old_records = server.served_records()
+    server.set_records(old_records + NEWER)
+    try:
+        yield records_to_frame(server.served_records())
+    finally:
+        server.set_records(old_records)
+
+
+def kill_at_traced_points(
+    spec: Callable[[Path], dict[str, Any]], tmp_path: Path, rng: random.Random
+) -> list[tuple[Path, str]]:
+    """Run a child to the end in ``tmp_path / "traced"``, then one child per decisive file
+    operation of that trace and one more killed at a random moment, each in a fresh folder
+    that ``spec(folder)`` prepares. Returns each folder and where its child was killed."""
+    log = tmp_path / "child.log"
+    ops = run_child({**spec(tmp_path / "traced"), "trace": True}, log)
+    points: list[int | None] = [*pick_kill_points(ops, rng, 0), None]
+    folders = [tmp_path / f"run{i}" for i in range(len(points))]
+    specs = [{**spec(f), "stop_at": point} for f, point in zip(folders, points, strict=True)]
+    return list(zip(folders, kill_children(specs, log, rng), strict=True))
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")
 def test_killed_cached_load_leaves_the_old_or_the_new_entry(
-    kill_server: SandboxServer, tmp_path: Path
+    kill_server: SandboxServer, kill_client: ifr.Client, tmp_path: Path
 ) -> None:
-    rng = random.Random(7)
-    old_records = kill_server.served_records()
-    snapshot, log = tmp_path / "snapshot", tmp_path / "child.log"
-    client = ifr.Client(kill_server.api_key, base_url=kill_server.url)
-    client._sleep = lambda _s: None
-    old = ifr.load_records(client=client, cache=snapshot, progress=False)
-    try:
-        kill_server.set_records(old_records + NEWER)
-        new = records_to_frame(kill_server.served_records())
+    snapshot = tmp_path / "snapshot"
+    old = ifr.load_records(client=kill_client, cache=snapshot, progress=False)
+    with serving_newer(kill_server) as new:
 
         def spec(cache: Path) -> dict[str, Any]:
             shutil.copytree(snapshot, cache)
@@ -557,41 +546,32 @@ def test_killed_cached_load_leaves_the_old_or_the_new_entry(
                 "cache": str(cache), "refresh": "full", "page_size": 100, "watch": str(cache),
             }  # fmt: skip
 
-        ops = run_child({**spec(tmp_path / "traced"), "trace": True}, log)
-        assert_frame_equal(ParquetCache(tmp_path / "traced").get(records_key(client)), new)
-        points: list[int | None] = [*pick_kill_points(ops, rng, 0), None]
-        caches = [tmp_path / f"cache{i}" for i in range(len(points))]
-        specs = [
-            {**spec(cache), "stop_at": point} for cache, point in zip(caches, points, strict=True)
-        ]
+        killed = kill_at_traced_points(spec, tmp_path, random.Random(7))
+        assert_frame_equal(ParquetCache(tmp_path / "traced").get(records_key(kill_client)), new)
         outcomes: collections.Counter[str] = collections.Counter()
-        for cache, where in zip(caches, kill_children(specs, log, rng), strict=True):
-            got = ParquetCache(cache).get(records_key(client))  # a CacheWarning fails the test
+        for cache, where in killed:
+            got = ParquetCache(cache).get(records_key(kill_client))  # a CacheWarning fails the test
             assert got is not None, where
             outcomes["old" if got.equals(old) else "new"] += 1
             assert_frame_equal(got, old if got.equals(old) else new, obj=where)
             # The rerun completes, equals the truth and leaves one manifest and one data file.
-            rerun = ifr.load_records(client=client, cache=cache, refresh="full")
+            rerun = ifr.load_records(client=kill_client, cache=cache, refresh="full")
             assert_frame_equal(rerun, new)
-            folder = cache / client.fingerprint / "records"
+            folder = cache / kill_client.fingerprint / "records"
             entry = next(p for p in folder.iterdir() if p.is_dir())
             names = sorted(p.name for p in entry.iterdir())
             assert len(names) == 2, (where, names)
             assert names[1] == "manifest.json", (where, names)
         assert outcomes["old"], outcomes
         assert outcomes["new"], outcomes
-    finally:
-        kill_server.set_records(old_records)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")
 def test_killed_first_cached_load_leaves_no_entry_or_a_complete_one(
-    kill_server: SandboxServer, tmp_path: Path
+    kill_server: SandboxServer, kill_client: ifr.Client, tmp_path: Path
 ) -> None:
     rng = random.Random(8)
     log = tmp_path / "child.log"
-    client = ifr.Client(kill_server.api_key, base_url=kill_server.url)
-    client._sleep = lambda _s: None
     truth = records_to_frame(kill_server.served_records())
     base: dict[str, Any] = {"mode": "load", "key": kill_server.api_key, "url": kill_server.url}
     base |= {"refresh": False, "page_size": 100, "watch": str(tmp_path)}
@@ -600,10 +580,10 @@ def test_killed_first_cached_load_leaves_no_entry_or_a_complete_one(
         for i, point in enumerate([rng.randint(3, 12), None])
     ]
     for spec, where in zip(specs, kill_children(specs, log, rng), strict=True):
-        got = ParquetCache(Path(spec["cache"])).get(records_key(client))
+        got = ParquetCache(Path(spec["cache"])).get(records_key(kill_client))
         if got is not None:
             assert_frame_equal(got, truth, obj=where)
-        rerun = ifr.load_records(client=client, cache=spec["cache"])
+        rerun = ifr.load_records(client=kill_client, cache=spec["cache"])
         assert_frame_equal(rerun, truth)
 
 
@@ -623,19 +603,13 @@ def dataset_state(path: Path, old: pd.DataFrame, new: pd.DataFrame, where: str) 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")
 def test_killed_export_leaves_the_old_or_the_new_dataset(
-    kill_server: SandboxServer, tmp_path: Path
+    kill_server: SandboxServer, kill_client: ifr.Client, tmp_path: Path
 ) -> None:
-    rng = random.Random(9)
-    old_records = kill_server.served_records()
-    snapshot, log = tmp_path / "snapshot", tmp_path / "child.log"
-    client = ifr.Client(kill_server.api_key, base_url=kill_server.url)
-    client._sleep = lambda _s: None
+    snapshot = tmp_path / "snapshot"
     options: dict[str, Any] = {"batch_records": 800, "partition_by": ("year",)}
-    ifr.export_parquet(snapshot, client=client, progress=False, **options)
-    old = records_to_frame(old_records)
-    try:
-        kill_server.set_records(old_records + NEWER)
-        new = records_to_frame(kill_server.served_records())
+    ifr.export_parquet(snapshot, client=kill_client, progress=False, **options)
+    old = records_to_frame(kill_server.served_records())
+    with serving_newer(kill_server) as new:
 
         def spec(parent: Path) -> dict[str, Any]:
             shutil.copytree(snapshot, parent / "records")
@@ -645,26 +619,18 @@ def test_killed_export_leaves_the_old_or_the_new_dataset(
                 "watch": str(parent),
             }  # fmt: skip
 
-        ops = run_child({**spec(tmp_path / "traced"), "trace": True}, log)
+        killed = kill_at_traced_points(spec, tmp_path, random.Random(9))
         assert dataset_state(tmp_path / "traced" / "records", old, new, "traced run") == "new"
-        points: list[int | None] = [*pick_kill_points(ops, rng, 0), None]
-        parents = [tmp_path / f"run{i}" for i in range(len(points))]
-        specs = [
-            {**spec(parent), "stop_at": point}
-            for parent, point in zip(parents, points, strict=True)
-        ]
         outcomes: collections.Counter[str] = collections.Counter()
-        for parent, where in zip(parents, kill_children(specs, log, rng), strict=True):
+        for parent, where in killed:
             out = parent / "records"
             outcomes[dataset_state(out, old, new, where)] += 1
             # The rerun removes what the killed export left and equals the truth.
-            ifr.export_parquet(out, client=client, overwrite=True, progress=False, **options)
+            ifr.export_parquet(out, client=kill_client, overwrite=True, progress=False, **options)
             assert dataset_state(out, old, new, f"rerun after {where}") == "new"
             assert sorted(p.name for p in parent.iterdir()) == ["records"], where
         assert outcomes["old"], outcomes
         assert outcomes["new"], outcomes
-    finally:
-        kill_server.set_records(old_records)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
@@ -709,8 +675,7 @@ def test_tally_counts_what_the_server_logged(make_sandbox: Callable[..., Sandbox
     server = make_sandbox(n_records=30, n_customer_records=0)
     server.inject(Fault("status", status=502), times=1)
     server.inject(Fault("repeat"), times=1)
-    client = ifr.Client(server.api_key, base_url=server.url)
-    client._sleep = lambda _s: None
+    client = quiet_client(server)
     got = ifr.load_records(client=client, page_size=10, progress=False)
     counts = tally(server, records_to_frame(server.served_records()), got)
     assert counts.faults == {"502": 1, "repeat": 1}

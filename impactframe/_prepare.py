@@ -1,0 +1,175 @@
+"""The argument checks that `load_records`, `load_customer_records` and `export_parquet` share.
+
+Each public function keeps its explicit keywords (for IDEs and docs) and hands them on as
+collected keywords. `prepare` checks the query, ``max_records`` and the options, in that
+order, and returns them as one `Plan`; `connect` checks ``client=``/``api_key=``/``base_url=``
+and opens a `Client` only when none was given. Everything here raises before any request is
+sent (SPEC §2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from ._constants import DEFAULT_METADATA_PREFIX, DTYPE_BACKENDS, METADATA_MODES
+from ._params import Query, check_choice, normalize_max_records, normalize_query
+from .client import Client
+
+__all__ = ["CacheOption", "DateLike", "Plan", "Refresh", "connect", "prepare"]
+
+DateLike = str | Any  # str, datetime.date, datetime.datetime or pandas.Timestamp
+Refresh = bool | Literal["full"]
+CacheOption = bool | str | os.PathLike[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A checked call: what to read, how to fetch it and how to build the frame.
+
+    Building one checks the options (the query and `max_records` come checked, from
+    `normalize_query` and `normalize_max_records`). Holds no credentials, so it can be shown
+    as it is.
+    """
+
+    endpoint: str
+    query: Query
+    max_records: int | None
+    concurrency: int
+    progress: bool | None
+    cache: CacheOption
+    refresh: Refresh
+    metadata: str
+    metadata_prefix: str
+    dtype_backend: str
+
+    def __post_init__(self) -> None:
+        # The options in the loaders' order: with several bad, the same one is named first.
+        check_choice(self.metadata, "metadata", METADATA_MODES)
+        check_choice(self.dtype_backend, "dtype_backend", DTYPE_BACKENDS)
+        prefix, concurrency, progress = self.metadata_prefix, self.concurrency, self.progress
+        cache, refresh = self.cache, self.refresh
+        if not isinstance(prefix, str) or not prefix:
+            msg = f"metadata_prefix must be a non-empty string; got {prefix!r}"
+            raise ValueError(msg)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            msg = f"concurrency must be an integer >= 1; got {concurrency!r}"
+            raise ValueError(msg)
+        if progress is not None and not isinstance(progress, bool):
+            msg = f"progress must be True, False or None (automatic); got {progress!r}"
+            raise ValueError(msg)
+        if not isinstance(cache, bool | str | os.PathLike) or cache == "":
+            msg = f"cache must be True, False or a folder path; got {cache!r}"
+            raise ValueError(msg)
+        if refresh not in (False, True, "full") or not isinstance(refresh, bool | str):
+            msg = f"refresh must be False, True or 'full'; got {refresh!r}"
+            raise ValueError(msg)
+
+    @property
+    def builder_options(self) -> dict[str, Any]:
+        """The keywords of `FrameBuilder` (and of the cache key) that shape the frame."""
+        return {
+            "metadata": self.metadata,
+            "metadata_prefix": self.metadata_prefix,
+            "dtype_backend": self.dtype_backend,
+        }
+
+
+def prepare(
+    endpoint: str,
+    *,
+    max_records: int | None = None,
+    metadata: str = "columns",
+    metadata_prefix: str = DEFAULT_METADATA_PREFIX,
+    dtype_backend: str = "numpy_nullable",
+    concurrency: int = 1,
+    progress: bool | None = None,
+    cache: CacheOption = False,
+    refresh: Refresh = False,
+    **query: Any,
+) -> Plan:
+    """Check a call's query and options, in the order the loaders always have, as a `Plan`.
+
+    Parameters
+    ----------
+    endpoint : {"records", "customer_records"}
+        The endpoint the call reads.
+    max_records, metadata, metadata_prefix, dtype_backend, concurrency, progress, cache, refresh
+        As for `load_records`; the defaults are the loaders'.
+    **query
+        The keywords of `normalize_query`: ``filter_by``, ``start_date``, ``end_date``,
+        ``sort_order``, ``page_size`` and ``customer_email``.
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and the accepted values: the query's arguments are checked first,
+        then `max_records`, then the options.
+
+    Examples
+    --------
+    >>> plan = prepare("records", filter_by="tree_planted", max_records=5)
+    >>> plan.query.filter_by, plan.max_records, plan.builder_options["metadata"]
+    (('tree_planted',), 5, 'columns')
+    >>> prepare("records", concurrency=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: concurrency must be an integer >= 1; got 0
+    """
+    checked_query = normalize_query(endpoint, **query)
+    checked_max = normalize_max_records(max_records)
+    return Plan(
+        endpoint=endpoint,
+        query=checked_query,
+        max_records=checked_max,
+        concurrency=concurrency,
+        progress=progress,
+        cache=cache,
+        refresh=refresh,
+        metadata=metadata,
+        metadata_prefix=metadata_prefix,
+        dtype_backend=dtype_backend,
+    )
+
+
+@contextlib.contextmanager
+def connect(client: Client | None, api_key: str | None, base_url: str | None) -> Iterator[Client]:
+    """The given `client`, or a new one from `api_key` and `base_url`, closed on exit.
+
+    The checks run on entering the ``with`` block; a client the caller gave is left open.
+
+    Raises
+    ------
+    ValueError
+        `client` together with `api_key` or `base_url`, a `client` that is not a `Client`, or
+        (from `Client`) no key anywhere or a bad base URL.
+
+    Examples
+    --------
+    >>> with connect(None, "my-key", "http://127.0.0.1:8000") as client:
+    ...     client.base_url
+    'http://127.0.0.1:8000'
+    >>> with connect(client, "my-key", None):
+    ...     pass
+    Traceback (most recent call last):
+    ...
+    ValueError: pass either client= or api_key=/base_url=, not both
+    """
+    if client is not None and (api_key is not None or base_url is not None):
+        msg = "pass either client= or api_key=/base_url=, not both"
+        raise ValueError(msg)
+    if client is not None and not isinstance(client, Client):
+        msg = f"client must be an impactframe.Client; got {type(client).__name__}"
+        raise ValueError(msg)
+    if client is not None:
+        yield client
+        return
+    with Client(api_key, base_url=base_url) as owned:
+        yield owned

@@ -14,8 +14,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import queue
+import sys
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ._frame import _time_problem
 from ._paging import Page, RawPage
 from ._windows import split_windows
-from .errors import ValidationError
+from .errors import SchemaDriftWarning, ValidationError
 
 if TYPE_CHECKING:
     from ._params import Query
@@ -201,10 +204,37 @@ def _pages(
             pages = _prefetch(pages, prefetch)
     else:
         pages = _windowed_pages(client, endpoint, query, concurrency, raw)
+    warned: set[str] = set()
     for page in pages:
         if on_page is not None:
             on_page(page.count if raw else len(page.records))
+        if page.extra:
+            _warn_extra_fields(page.extra, warned, endpoint)
         yield page
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside impactframe."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _warn_extra_fields(names: tuple[str, ...], warned: set[str], endpoint: str) -> None:
+    """One `SchemaDriftWarning` per response field besides the records and the cursor (SPEC §3:
+    nothing the API sends is dropped silently, and such a field has no place in the rows)."""
+    for name in names:
+        if name not in warned:
+            warned.add(name)
+            msg = (
+                f"the {endpoint} response carries a field impactframe does not know: {name!r} "
+                "(beside the records and the cursor); it is not part of the frame"
+            )
+            warnings.warn(msg, SchemaDriftWarning, stacklevel=_caller_stacklevel())
 
 
 def iter_record_pages(

@@ -43,6 +43,9 @@ class Page:
 
     records: list[Any]
     cursor: str | None
+    #: Fields of the response body other than the records and the cursor, by name (SPEC §3:
+    #: nothing the API sent is dropped silently; the fetch loop warns about them).
+    extra: tuple[str, ...] = ()
 
 
 def parse_page(body: object, records_key: str) -> Page:
@@ -69,9 +72,9 @@ def parse_page(body: object, records_key: str) -> Page:
     Examples
     --------
     >>> parse_page({"user_records": [{"user_id": "U1"}], "cursor": "eyJ9"}, "user_records")
-    Page(records=[{'user_id': 'U1'}], cursor='eyJ9')
+    Page(records=[{'user_id': 'U1'}], cursor='eyJ9', extra=())
     >>> parse_page({"user_records": [], "cursor": ""}, "user_records")
-    Page(records=[], cursor=None)
+    Page(records=[], cursor=None, extra=())
     """
     if not isinstance(body, dict):
         msg = f"response body: expected a JSON object, got {type(body).__name__}"
@@ -87,7 +90,11 @@ def parse_page(body: object, records_key: str) -> Page:
     if cursor is not None and not isinstance(cursor, str):
         msg = f"cursor: expected a string or null, got {type(cursor).__name__} {cursor!r:.60}"
         raise ValidationError(msg, field="cursor")
-    return Page(records, cursor or None)
+    return Page(records, cursor or None, _extra_fields(body, records_key))
+
+
+def _extra_fields(fields: dict[str, Any], records_key: str) -> tuple[str, ...]:
+    return tuple(sorted(name for name in fields if name not in (records_key, "cursor")))
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,7 @@ class RawPage:
     count: int
     cursor: str | None
     records: list[Any] | None = None
+    extra: tuple[str, ...] = ()  # as `Page.extra`
 
 
 def _envelope_decoders() -> dict[str, Any]:
@@ -118,16 +126,35 @@ def _envelope_decoders() -> dict[str, Any]:
     decoders = {}
     for key in ("user_records", "customer_records"):
         # The records stay raw (a slice of the body each): counted and skipped, never built.
+        # Unknown fields are refused here and read by `_loose_envelope` (a body with one is
+        # rare, and must not lose it).
         envelope = msgspec.defstruct(
             "Envelope",
             [("records", list[msgspec.Raw]), ("cursor", object, None)],
             rename={"records": key},
+            forbid_unknown_fields=True,
         )
         decoders[key] = msgspec.json.Decoder(envelope)
     return decoders
 
 
 _DECODERS = _envelope_decoders()
+if msgspec is not None:
+    _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+    _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _loose_envelope(body: bytes, records_key: str) -> RawPage | None:
+    """The envelope of a body with fields besides the records and the cursor, or ``None`` when
+    its shape is not one `parse_page` accepts (then ``json.loads`` and `parse_page` decide)."""
+    fields = _FIELDS.decode(body)
+    if records_key not in fields:
+        return None
+    records = _RAW_LIST.decode(fields[records_key])
+    cursor = msgspec.json.decode(fields.get("cursor", b"null"))
+    if cursor is not None and not isinstance(cursor, str):
+        return None
+    return RawPage(body, len(records), cursor or None, extra=_extra_fields(fields, records_key))
 
 
 def _may_hold_a_long_int(body: bytes) -> bool:
@@ -185,16 +212,21 @@ def parse_raw_page(body: bytes, records_key: str) -> RawPage:
         return RawPage(body, len(page.records), page.cursor)
     if not _may_hold_a_long_int(body):
         try:
-            envelope = decoder.decode(body)
             body.decode("utf-8")  # msgspec does not check the text inside raw values
+            try:
+                envelope = decoder.decode(body)
+            except msgspec.ValidationError:
+                loose = _loose_envelope(body, records_key)
+                if loose is not None:
+                    return loose
+            else:
+                cursor = envelope.cursor
+                if cursor is None or isinstance(cursor, str):
+                    return RawPage(body, len(envelope.records), cursor or None)
         except (ValueError, RecursionError, msgspec.MsgspecError):
             pass  # json.loads below gives the error (or the page) the reference path gives
-        else:
-            cursor = envelope.cursor
-            if cursor is None or isinstance(cursor, str):
-                return RawPage(body, len(envelope.records), cursor or None)
     page = parse_page(json.loads(body), records_key)
-    return RawPage(None, len(page.records), page.cursor, page.records)
+    return RawPage(None, len(page.records), page.cursor, page.records, page.extra)
 
 
 def walk(fetch: Callable[[str | None], _P]) -> Iterator[_P]:

@@ -500,6 +500,7 @@ JSON_VALUES = st.recursive(
                 "user_records": st.one_of(st.lists(JSON_VALUES, max_size=3), JSON_VALUES),
                 "cursor": st.one_of(st.text(max_size=6), JSON_VALUES),
                 "other": JSON_VALUES,
+                "has_more": JSON_VALUES,
             },
         ),
     ),
@@ -521,7 +522,11 @@ def test_raw_envelope_reading_equals_parse_page(body: Any, spaced: bool) -> None
         assert got == expected
         return
     assert isinstance(expected, Page)
-    assert (got.count, got.cursor) == (len(expected.records), expected.cursor)
+    assert (got.count, got.cursor, got.extra) == (
+        len(expected.records),
+        expected.cursor,
+        expected.extra,
+    )
     records = got.records if got.body is None else json.loads(got.body)["user_records"]
     assert json.dumps(records) == json.dumps(expected.records)  # NaN-proof equality
 

@@ -402,3 +402,32 @@ def test_progress_bar(conn: dict, capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "records" in err
     assert len(df) == len(RECORDS)
+
+
+def test_unknown_response_fields_are_warned_once_each(server: SandboxServer, conn: dict) -> None:
+    # Every page of a three-page walk carries two fields beside the records and the cursor.
+    pages = [RECORDS[:2], RECORDS[2:4], RECORDS[4:5]]
+    for number, records in enumerate(pages):
+        body = {"user_records": records, "has_more": number < 2, "count": len(records)}
+        if number < 2:
+            body["cursor"] = f"page-{number + 1}"
+        server.inject(Fault("status", status=200, body=json.dumps(body)), times=1)
+    with pytest.warns(ifr.SchemaDriftWarning) as caught:
+        df = ifr.load_records(max_records=5, **conn)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2, messages
+    assert "'count'" in messages[0]
+    assert "'has_more'" in messages[1]
+    assert {w.filename for w in caught} == {__file__}  # pointed at the caller's line
+    assert_frame_equal(df, records_to_frame(RECORDS[:5]))
+
+
+def test_unknown_response_fields_are_warned_by_export(
+    server: SandboxServer, conn: dict, tmp_path: object
+) -> None:
+    body = {"user_records": RECORDS[:3], "has_more": False}
+    server.inject(Fault("status", status=200, body=json.dumps(body)), times=1)
+    conn = {k: v for k, v in conn.items() if k != "progress"}
+    with pytest.warns(ifr.SchemaDriftWarning, match="'has_more'"):
+        result = ifr.export_parquet(tmp_path / "out", "records", **conn)  # type: ignore[operator]
+    assert result.records == 3

@@ -136,8 +136,9 @@ def test_cursor_not_a_string(cursor: object) -> None:
     assert isinstance(info.value, ValueError)
 
 
-def test_unknown_top_level_fields_are_ignored_here() -> None:
-    assert parse_page({"user_records": [], "next": 1}, "user_records") == Page([], None)
+def test_unknown_top_level_fields_are_named_for_the_fetch_loop_to_warn() -> None:
+    page = parse_page({"user_records": [], "next": 1, "count": 0}, "user_records")
+    assert page == Page([], None, ("count", "next"))
 
 
 # -- property: any split walks back to the original list ------------------------------------------

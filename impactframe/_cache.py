@@ -62,8 +62,9 @@ __all__ = [
 
 logger = logging.getLogger("impactframe.cache")
 
-#: Bump when the layout or the manifest changes: entries of other versions are refetched.
-SCHEMA_VERSION: int = 1
+#: Bump when the layout, the manifest or the frame's values change: entries of other versions
+#: are refetched. 2: mixed-type drift columns keep their strings unquoted.
+SCHEMA_VERSION: int = 2
 
 _MANIFEST = "manifest.json"
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")

@@ -100,9 +100,8 @@ def merge(
     Notes
     -----
     A drift column whose type differs between the two frames gets the builder's common
-    type: Float64 for integers and floats, else text. The text of a number is the same as a
-    full load's, but a full load would also quote the strings (JSON text): such columns may
-    differ in that detail.
+    type: Float64 for integers and floats, else text (a number's JSON text, a string as it
+    came), as a full load gives it.
 
     Examples
     --------

@@ -35,12 +35,13 @@ class _BadRow(Exception):
 
 
 def _drift_array(values: list[Any]) -> tuple[pa.Array, Any]:
-    """Arrow values and dtype of an unknown field: string, Int64, Float64, else JSON text.
+    """Arrow values and dtype of an unknown field: string, Int64, Float64, else text (strings
+    as they came, other values as their JSON text, as for metadata values).
 
     Examples
     --------
-    >>> _drift_array([1, None, 2.5])[1], _drift_array([1, "a"])[0].to_pylist()
-    (Float64Dtype(), ['1', '"a"'])
+    >>> _drift_array([1, None, 2.5])[1], _drift_array([1, "a", [2]])[0].to_pylist()
+    (Float64Dtype(), ['1', 'a', '[2]'])
     """
     present = [v for v in values if v is not None]
     if all(isinstance(v, str) for v in present):
@@ -54,7 +55,8 @@ def _drift_array(values: list[Any]) -> tuple[pa.Array, Any]:
             pass
         else:
             return pa.array(floats, pa.float64()), _FLOAT
-    return pa.array([None if v is None else _json(v) for v in values], pa.string()), _STRING
+    texts = [v if v is None or isinstance(v, str) else _json(v) for v in values]
+    return pa.array(texts, pa.string()), _STRING
 
 
 def classify(cols: _Columns) -> tuple[list[str], list[int], list[int], list[int]]:

@@ -218,12 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="log at DEBUG level and show tracebacks"
-    )
+    debug_help = "log at DEBUG level and show tracebacks"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     # --debug is accepted after the subcommand too; SUPPRESS keeps it from resetting the above.
     common = Parser(add_help=False, allow_abbrev=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as above")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _cli_query.add_commands(commands, common)
     _cli_local.add_commands(commands, common)

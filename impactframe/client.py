@@ -1,62 +1,58 @@
 """The HTTP client: one pooled ``requests`` session, the key header, retries and error mapping.
 
 `Client.get_json` is the only place that touches the network. Its decisions (retry or not, how
-long to wait, where the next page is) come from the pure modules `_retry` and `_paging`.
+long to wait, where the next page is) come from the pure modules `_retry` and `_paging`. Beside
+it: `_client_security` (the key and the base URL, checked; the key masked), `_client_errors`
+(a failed exchange to the exception SPEC §4 names) and `_client_walk` (the capped cursor walk).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 import json
 import logging
 import math
-import os
 import random
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Self
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from . import _transport
+from ._client_errors import (
+    _RETRYABLE_EXCEPTIONS,
+    _TRANSIENT,
+    _BrokenBody,
+    _network_error,
+    _not_json,
+    _status_error,
+)
+from ._client_security import _resolve_api_key, _resolve_base_url, _Secret
+from ._client_walk import _check_walk, _walk_query
 from ._constants import (
     API_KEY_HEADER,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     ENDPOINTS,
-    ENV_API_KEY,
-    ENV_BASE_URL,
     ENVIRONMENTS,
 )
-from ._paging import Page, RawPage, parse_page, parse_raw_page, walk
-from ._params import Query, check_choice, normalize_max_records
+from ._paging import Page, RawPage, parse_page, parse_raw_page
+from ._params import Query, check_choice
 from ._retry import backoff_delay, is_retryable_status, parse_retry_after
-from .errors import APIError, AuthenticationError, RateLimitError, ValidationError
+from .errors import APIError, ValidationError
 
 __all__ = ["Client"]
 
 logger = logging.getLogger("impactframe")
 
-#: Transport failures worth another try. ``ChunkedEncodingError`` is what requests raises when
-#: the body ends before its Content-Length (urllib3 ``IncompleteRead``); it is *not* a
-#: ``ConnectionError``. ``ConnectTimeout`` is both a ConnectionError and a Timeout.
-_RETRYABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
-_SNIPPET_CHARS = 200
 _HEAD_SIZE = 512
 _CHUNK_SIZE = 64 * 1024
 _POOL_MAXSIZE = 32
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 _UNKNOWN = object()
 
 
@@ -71,139 +67,6 @@ def _user_agent() -> str:
 def _sleep(seconds: float) -> None:
     # Looked up at call time, so patching ``time.sleep`` also reaches existing clients.
     time.sleep(seconds)
-
-
-class _Secret:
-    """Holds the API key so that ``repr``, ``vars`` and debuggers show ``***`` instead."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "_Secret('***')"
-
-
-class _BrokenBody(Exception):
-    """The status line arrived but the body did not arrive whole (dropped or cut short)."""
-
-    def __init__(self, status: int, partial: bytes, cause: Exception) -> None:
-        self.status = status
-        self.partial = partial
-        self.cause = cause
-        super().__init__(f"HTTP {status}: body cut short ({type(cause).__name__})")
-
-
-#: Everything `get_json` retries on.
-_TRANSIENT: tuple[type[Exception], ...] = (_BrokenBody, *_RETRYABLE_EXCEPTIONS)
-
-
-def _resolve_api_key(api_key: object) -> str:
-    if api_key is None:
-        api_key = os.environ.get(ENV_API_KEY) or None
-    if api_key is None:
-        msg = f"No API key: pass api_key= or set the {ENV_API_KEY} environment variable"
-        raise ValueError(msg)
-    if not isinstance(api_key, str):
-        msg = f"api_key: expected a str or None (then {ENV_API_KEY} is read), "
-        msg += f"got {type(api_key).__name__}"
-        raise ValueError(msg)
-    key = api_key.strip()
-    # The key goes into a header; requests would echo a malformed value in its own error.
-    if not key or any(not (0x21 <= ord(ch) <= 0x7E) for ch in key):
-        msg = (
-            f"api_key (or {ENV_API_KEY}) is empty or holds spaces, control or non-ASCII "
-            "characters; expected the key exactly as issued (its value is not shown)"
-        )
-        raise ValueError(msg)
-    return key
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
-# A host name, an IPv4 address or an IPv6 literal: no spaces, controls or URL delimiters.
-_HOST_RE = re.compile(r"[A-Za-z0-9._~%:-]+")
-
-
-def _normalize_base_url(url: object, *, allow_insecure: bool) -> str:
-    accepted = "expected an http(s) URL with a host, e.g. 'https://api.1clickimpact.com'"
-    if not isinstance(url, str):
-        msg = f"base_url: {url!r} is not accepted; {accepted}"
-        raise ValueError(msg)
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-        port = parts.port
-    except ValueError as exc:  # e.g. a port that is not a number, a broken IPv6 literal
-        msg = f"base_url: {url!r} is not accepted ({exc}); {accepted}"
-        raise ValueError(msg) from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not host or not _HOST_RE.fullmatch(host):
-        msg = f"base_url: {url!r} is not accepted; {accepted}"
-        raise ValueError(msg)
-    if parts.username is not None or parts.password is not None:
-        msg = "base_url: credentials in the URL are not accepted; pass the key as api_key="
-        raise ValueError(msg)
-    if parts.query or parts.fragment:
-        msg = f"base_url: {url!r} has a query or fragment; {accepted}"
-        raise ValueError(msg)
-    if scheme == "http" and not allow_insecure and not _is_loopback(host):
-        msg = (
-            f"base_url: {url!r} is plain http to a non-loopback host, which would send the API "
-            "key in clear text; expected https (http only for localhost/127.0.0.0/8/::1), or "
-            "pass allow_insecure=True"
-        )
-        raise ValueError(msg)
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc = f"{netloc}:{port}"
-    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-_PageT = TypeVar("_PageT", Page, RawPage)
-
-
-def _take(
-    page: Page | RawPage, wanted: int, seen: set[str], records_key: str
-) -> tuple[Page | RawPage, int]:
-    """The page cut where it holds ``wanted`` records not seen before, and how many it holds.
-
-    ``max_records`` counts distinct records: a record repeated across a page boundary (which
-    the frame builder drops) must not use up the cap, or the frame would come out short.
-    """
-    records = page.records
-    if records is None:  # a raw page: capped walks are short, decoding them is cheap
-        assert isinstance(page, RawPage)
-        records = parse_page(json.loads(page.body or b""), records_key).records
-    new = 0
-    end = len(records)
-    for i, record in enumerate(records):
-        if new == wanted:
-            end = i
-            break
-        text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-        if text not in seen:
-            seen.add(text)
-            new += 1
-    if end == len(records):
-        return page, new
-    if isinstance(page, Page):
-        return Page(records[:end], page.cursor), new
-    return RawPage(None, end, page.cursor, records[:end]), new
 
 
 class Client:
@@ -257,12 +120,7 @@ class Client:
     ) -> None:
         self._api_key = _Secret(_resolve_api_key(api_key))
         check_choice(environment, "environment", ENVIRONMENTS)
-        if base_url is None:
-            base_url = os.environ.get(ENV_BASE_URL) or ENVIRONMENTS[environment]
-        if not isinstance(allow_insecure, bool):
-            msg = f"allow_insecure must be True or False; got {allow_insecure!r}"
-            raise ValueError(msg)
-        self.base_url: str = _normalize_base_url(base_url, allow_insecure=allow_insecure)
+        self.base_url: str = _resolve_base_url(base_url, environment, allow_insecure)
         self.environment = environment
         if (
             isinstance(timeout, bool)
@@ -328,13 +186,6 @@ class Client:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key.get(), "***")
-
-    def _snippet(self, body: bytes) -> str:
-        text = body[: _SNIPPET_CHARS * 4].decode("utf-8", errors="replace")
-        return self._redact(text)[:_SNIPPET_CHARS]
-
     def _send(self, url: str, params: Mapping[str, Any]) -> tuple[int, bytes, Mapping[str, str]]:
         """One HTTP exchange; the body is read here so that a cut-short body keeps its status."""
         headers = {**self._headers, API_KEY_HEADER: self._api_key.get()}
@@ -388,43 +239,17 @@ class Client:
             response.release_conn()
         return response.status, b"".join(chunks), response.headers
 
-    def _error(self, status: int, body: bytes) -> APIError:
-        """Map an error response to the exception SPEC §4 names."""
-        error_type: str | None = None
-        message = self._snippet(body) or "(empty body)"
-        try:
-            decoded = json.loads(body)
-        except ValueError:
-            decoded = None
-        if isinstance(decoded, dict):
-            if isinstance(decoded.get("type"), str):
-                error_type = decoded["type"]
-            if isinstance(decoded.get("message"), str):
-                message = self._redact(decoded["message"])
-        if status in (401, 403) or error_type == "key_error":
-            cls: type[APIError] = AuthenticationError
-        elif status == 429:
-            cls = RateLimitError
-        else:
-            cls = APIError
-        return cls(message, status=status, error_type=error_type)
-
     def _decode(self, status: int, body: bytes) -> object:
         if 300 <= status < 400:
             msg = "unexpected redirect (not followed, so the key is not sent elsewhere)"
             raise APIError(msg, status=status)
         if not 200 <= status < 300:
-            raise self._error(status, body)
+            raise _status_error(status, body, self._api_key)
         try:
             return json.loads(body)
         # JSONDecodeError, UnicodeDecodeError, and nesting deeper than Python can recurse
         except (ValueError, RecursionError) as exc:
-            raise self._not_json(status, body, exc) from None
-
-    def _not_json(self, status: int, body: bytes, exc: Exception) -> APIError:
-        start = repr(self._snippet(body)) if body else "(empty body)"
-        msg = f"response body is not JSON ({exc.__class__.__name__}): {start}"
-        return APIError(msg, status=status)
+            raise _not_json(status, body, exc, self._api_key) from None
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -484,7 +309,7 @@ class Client:
                 status, body, headers = self._send(url, params)
             except _TRANSIENT as exc:
                 if attempt >= self.max_retries:
-                    failure = self._network_error(exc, attempt)
+                    failure = _network_error(exc, attempt, self._api_key)
                 reason = type(exc.cause if isinstance(exc, _BrokenBody) else exc).__name__
                 if isinstance(exc, _BrokenBody):
                     reason = f"HTTP {exc.status}, body cut short: {reason}"
@@ -511,17 +336,6 @@ class Client:
                 delay,
             )
             self._sleep(delay)
-
-    def _network_error(self, exc: Exception, retries: int) -> APIError:
-        if isinstance(exc, _BrokenBody):
-            msg = self._redact(
-                f"the response body was cut short, {retries} retries "
-                f"({type(exc.cause).__name__}: {exc.cause}); it began: "
-            )
-            msg += repr(self._snippet(exc.partial))
-            return APIError(msg, status=exc.status)
-        msg = self._redact(f"network error after {retries} retries: {type(exc).__name__}: {exc}")
-        return APIError(msg, status=None)
 
     def get_page(self, endpoint: str, params: Mapping[str, Any]) -> Page:
         """Fetch one page of an endpoint (with retries) and check its shape.
@@ -566,6 +380,17 @@ class Client:
 
         Same request, retries, checks and errors as `get_page` (see `parse_raw_page`).
 
+        Parameters
+        ----------
+        endpoint : {"records", "customer_records"}
+            Which endpoint.
+        params : mapping
+            Query parameters, e.g. from `Query.to_params`.
+
+        Returns
+        -------
+        RawPage
+
         Examples
         --------
         See `get_page`, whose example reads the same page both ways.
@@ -580,7 +405,7 @@ class Client:
         except ValidationError:
             raise
         except (ValueError, RecursionError) as exc:  # not JSON, as json.loads in get_json
-            raise self._not_json(status, body, exc) from None
+            raise _not_json(status, body, exc, self._api_key) from None
 
     def iter_pages(
         self, endpoint: str, query: Query, *, max_records: int | None = None
@@ -625,9 +450,9 @@ class Client:
         >>> sizes, capped
         ([4, 4, 2], [4, 1])
         """
-        cap = self._check_walk(endpoint, query, max_records)
+        cap = _check_walk(endpoint, query, max_records)
         # Checks above run at call time; the walk itself starts on the first next().
-        return self._walk(endpoint, query, cap, self.get_page)
+        return _walk_query(endpoint, query, cap, self.get_page)
 
     def iter_raw_pages(
         self, endpoint: str, query: Query, *, max_records: int | None = None
@@ -636,6 +461,15 @@ class Client:
 
         Same requests, checks, errors and ``max_records`` trimming as `iter_pages`; the records
         of each page stay in its body (bytes) for `FastFrameBuilder.add_raw`.
+
+        Parameters
+        ----------
+        endpoint : {"records", "customer_records"}
+            Which endpoint.
+        query : Query
+            From `normalize_query`.
+        max_records : int, optional
+            Stop once this many records were yielded, as in `iter_pages`.
 
         Examples
         --------
@@ -648,44 +482,8 @@ class Client:
         >>> [page.count for page in pages], pages[0].body[:16]
         ([4, 4, 2], b'{"user_records":')
         """
-        cap = self._check_walk(endpoint, query, max_records)
-        return self._walk(endpoint, query, cap, self.get_raw_page)
-
-    @staticmethod
-    def _check_walk(endpoint: str, query: Query, max_records: int | None) -> int | None:
-        check_choice(endpoint, "endpoint", ENDPOINTS)
-        if not isinstance(query, Query):
-            msg = f"query: expected an impactframe Query, got {type(query).__name__}"
-            raise ValueError(msg)
-        if query.customer_email is not None and endpoint != "customer_records":
-            msg = "customer_email: only the 'customer_records' endpoint accepts it, "
-            msg += f"not {endpoint!r}"
-            raise ValueError(msg)
-        return normalize_max_records(max_records)
-
-    def _walk(
-        self,
-        endpoint: str,
-        query: Query,
-        cap: int | None,
-        get: Callable[[str, Mapping[str, Any]], _PageT],
-    ) -> Iterator[_PageT]:
-        remaining = cap
-
-        def fetch(cursor: str | None) -> _PageT:
-            limit = query.page_size if remaining is None else min(query.page_size, remaining)
-            return get(endpoint, query.to_params(cursor=cursor, limit=limit))
-
-        seen: set[str] = set()
-        for page in walk(fetch):
-            if remaining is None:
-                yield page
-                continue
-            taken, new = _take(page, remaining, seen, ENDPOINTS[endpoint][1])
-            remaining -= new
-            yield cast(_PageT, taken)
-            if remaining == 0:
-                return
+        cap = _check_walk(endpoint, query, max_records)
+        return _walk_query(endpoint, query, cap, self.get_raw_page)
 
     def close(self) -> None:
         """Close the session if this client created it (a user's session is left open).

@@ -5,52 +5,34 @@ loaders' own `FrameBuilder` (same validation, same dtypes), becomes an Arrow tab
 written as new files, one per partition (``year=2024/month=9/part-00003-<run>.parquet``). Memory
 is bounded by one batch, never by the history.
 
-Batches may see different metadata keys, so files may start with different columns. When the
-stream ends every file whose columns differ from the union is rewritten to the union (one file
-at a time, null columns added), then ``_common_metadata`` and ``_metadata`` are written. Readers
-that take the schema of the first file they open (pyarrow.dataset, pandas, Dask, Spark without
-``mergeSchema``) would otherwise miss columns, and the sidecar files alone do not fix that.
-
-The dataset is built in a temporary sibling folder and renamed to ``path`` only once complete:
-a failed export leaves nothing at ``path`` that looks like a finished dataset. An old dataset is
-swapped out atomically (``renameat2(RENAME_EXCHANGE)`` on Linux), so a process killed at any
-moment leaves the old complete dataset or the new one at ``path``. Each run holds a lock file
-beside its temporary folder; the next export of the same path removes the folders of runs that
-were killed (their lock is free), never those of a run still going.
+This module checks the arguments and runs the stream; its steps live beside it:
+`_export_batches` (pages into batches, no record repeated across a batch boundary),
+`_export_write` (the files, rewritten to one schema at the end, and the ``_metadata`` sidecars)
+and `_export_swap` (the temporary folder, its atomic swap into place, and the clean-up after
+runs that were killed).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
-import errno
 import functools
-import json
 import logging
 import os
-import re
-import shutil
-import sys
 import uuid
-import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ._constants import DEFAULT_METADATA_PREFIX
+from ._export_batches import _batches, _finish_batch
+from ._export_swap import _hold_run_lock, _place, _release_run_lock, _remove_stale, _remove_tree
+from ._export_write import _DatasetWriter
 from ._fetch import iter_record_pages
 from ._frame import FrameBuilder
 from ._params import check_choice
 from ._prepare import DateLike, Plan, connect, prepare
 from .client import Client
-from .errors import DuplicateRecordWarning
 from .loaders import _progress_bar
 
 __all__ = ["PARTITION_KEYS", "ExportResult", "export_parquet"]
@@ -66,11 +48,6 @@ _ENDPOINTS = {
     "customer_records": "customer_records",
     "customer-records": "customer_records",
 }
-_COMMON_METADATA = "_common_metadata"
-_METADATA = "_metadata"
-#: impact_type as a dictionary column with the same index and value types in every file, so
-#: that readers can concatenate files whose dictionaries differ (a new type in a later batch).
-_IMPACT_TYPE_ARROW = pa.dictionary(pa.int32(), pa.large_string())
 
 
 @dataclass(frozen=True)
@@ -90,6 +67,14 @@ class ExportResult:
     columns : tuple of str
         The dataset's columns as readers see them: the file columns, then the partition
         columns that live in folder names.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> result = ExportResult(Path("/data/records"), records=1200, files=3, partitions=2,
+    ...                       columns=("user_id", "year"))
+    >>> print(result)
+    1,200 records -> /data/records (3 files, 2 partitions, 2 columns)
     """
 
     path: Path
@@ -172,439 +157,6 @@ def _check_target(path: object, overwrite: object) -> Path:
             )
             raise ValueError(msg)
     return target
-
-
-# -- batches ------------------------------------------------------------------------------------
-
-
-def _content(record: object) -> str:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _record_key(record: object) -> tuple[object, object] | None:
-    if isinstance(record, dict):
-        return record.get("user_id"), record.get("time_utc")
-    return None
-
-
-class _BoundaryDedup:
-    """Drops records that repeat, at the start of a batch, the last page of the previous one.
-
-    A `FrameBuilder` only sees its own batch. A record repeated across the page boundary
-    that is also a batch boundary (SPEC §3) would otherwise be written twice.
-    """
-
-    def __init__(self) -> None:
-        self._tail: dict[tuple[object, object], set[str]] = {}
-        self._at_start = False
-
-    def new_batch(self, last_page: list[object]) -> None:
-        self._tail = {}
-        for record in last_page:
-            key = _record_key(record)
-            if key is not None:
-                self._tail.setdefault(key, set()).add(_content(record))
-        self._at_start = bool(self._tail)
-
-    def filter(self, records: list[object]) -> list[object]:
-        """Filter a page; only the first non-empty page of a batch is looked at."""
-        if not self._at_start or not records:
-            return records
-        self._at_start = False
-        kept = []
-        for record in records:
-            key = _record_key(record)
-            seen = self._tail.get(key) if key is not None else None
-            if seen is None or key is None:
-                kept.append(record)
-            elif _content(record) in seen:
-                logger.debug("dropped a record repeated across a batch boundary")
-            else:
-                kept.append(record)
-                user_id, time_utc = key
-                warnings.warn(
-                    f"two records share user_id={user_id!r} and time_utc={time_utc!r} "
-                    "but differ; both were kept",
-                    DuplicateRecordWarning,
-                    # user -> export_parquet -> _export -> _write_dataset -> _batches -> filter
-                    stacklevel=6,
-                )
-        return kept
-
-
-def _batches(
-    pages: Iterable[list[object]],
-    new_builder: Callable[[], FrameBuilder],
-    finish: Callable[[FrameBuilder], pd.DataFrame],
-    batch_records: int,
-) -> Iterator[pd.DataFrame]:
-    """Feed pages to one builder after another; yield a frame whenever one holds a batch.
-
-    Pages go into the builder as they arrive (it keeps compact column buffers, not the
-    record dicts), and a builder is dropped as soon as its frame is built, so a batch costs
-    its typed columns only. The last non-empty page is the one raw page kept: the next batch
-    is checked against it.
-    """
-    dedup = _BoundaryDedup()
-    builder: FrameBuilder | None = new_builder()
-    last: list[object] = []
-    for page in pages:
-        if builder is None:
-            builder = new_builder()
-        records = dedup.filter(page)
-        builder.add(records)
-        if records:
-            last = records
-        if len(builder) >= batch_records:
-            frame = finish(builder)
-            builder = None
-            dedup.new_batch(last)
-            last = []
-            yield frame
-    if builder is not None and len(builder):
-        yield finish(builder)
-
-
-def _finish_batch(builder: FrameBuilder, warned: set[tuple[type[Warning], str]]) -> pd.DataFrame:
-    """Build a batch's frame; a warning already given for an earlier batch is not repeated.
-
-    The loader warns once per unknown field or new impact type (SPEC §3); every batch's
-    builder would warn again, with its own counts, so the counts are left out of the match.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        frame = builder.finish()
-    for warning in caught:
-        key = (warning.category, re.sub(r"\d+", "#", str(warning.message)))
-        if key not in warned:
-            warned.add(key)
-            # user -> export_parquet -> _export -> _write_dataset -> _batches -> _finish_batch
-            # (a partial adds no frame)
-            warnings.warn(warning.message, stacklevel=6)
-    return frame
-
-
-# -- the dataset --------------------------------------------------------------------------------
-
-
-@dataclass
-class _File:
-    relpath: str  # POSIX-style, relative to the dataset root
-    schema: pa.Schema
-
-
-def _partition_values(frame: pd.DataFrame, partition_by: tuple[str, ...]) -> pd.DataFrame:
-    times = frame["time_utc"].dt
-    columns: dict[str, Any] = {}
-    for key in partition_by:
-        if key == "impact_type":
-            columns[key] = frame["impact_type"].astype(object).to_numpy()
-        else:
-            columns[key] = getattr(times, key).to_numpy(dtype="int64")
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
-
-
-def _to_arrow(frame: pd.DataFrame) -> pa.Table:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    index = table.schema.get_field_index("impact_type")
-    if index >= 0:
-        field = table.schema.field(index).with_type(_IMPACT_TYPE_ARROW)
-        table = table.set_column(index, field, table.column(index).cast(_IMPACT_TYPE_ARROW))
-    return table
-
-
-def _pandas_entries(schema: pa.Schema) -> dict[str, Any]:
-    raw = (schema.metadata or {}).get(b"pandas")
-    return json.loads(raw) if raw else {}
-
-
-def _unify(files: list[_File], metadata_columns: str | None) -> pa.Schema:
-    """The union of the files' columns, in SPEC §3 order, with one type per column.
-
-    Columns keep the position they have in the batch that brought them; metadata columns
-    (named ``metadata_columns + key``) are sorted by code point right after ``category``.
-    A column whose types cannot be widened into one (a drifted field that was a number in
-    one batch and text in another) becomes text, so nothing is lost.
-    """
-    schemas = [f.schema for f in files]
-    order: list[str] = []
-    types: dict[str, list[pa.DataType]] = {}
-    meta_names: set[str] = set()
-    for schema in schemas:
-        previous: str | None = None
-        for field in schema:
-            types.setdefault(field.name, []).append(field.type)
-            if metadata_columns is not None and field.name.startswith(metadata_columns):
-                meta_names.add(field.name)
-                continue
-            if field.name not in order:
-                # After its predecessor and after columns this batch does not have (drift
-                # columns seen earlier stay first).
-                at = order.index(previous) + 1 if previous else 0
-                while at < len(order) and order[at] not in schema.names:
-                    at += 1
-                order.insert(at, field.name)
-            previous = field.name
-    if meta_names:
-        at = order.index("category") + 1 if "category" in order else len(order)
-        order[at:at] = sorted(meta_names)
-
-    fields = []
-    for name in order:
-        kinds = types[name]
-        try:
-            unified = pa.unify_schemas(
-                [pa.schema([pa.field(name, t)]) for t in kinds], promote_options="permissive"
-            ).field(name)
-        except (pa.ArrowTypeError, pa.ArrowInvalid):
-            unified = pa.field(name, pa.large_string())
-        fields.append(unified)
-
-    # Pandas metadata for every column, so pandas restores Int64, string and category dtypes
-    # for columns that only some batches had; a column whose type was widened has no entry
-    # from a batch that matches it, and is left for pandas to infer.
-    final = {field.name: field.type for field in fields}
-    entries: dict[str, Any] = {}
-    head: dict[str, Any] = {}
-    for schema in schemas:
-        info = _pandas_entries(schema)
-        head = head or info
-        for entry in info.get("columns", []):
-            name = entry.get("name")
-            if name in final and schema.field(name).type.equals(final[name]):
-                entries[name] = entry
-    metadata = None
-    if head:
-        head = {**head, "columns": [entries[f.name] for f in fields if f.name in entries]}
-        metadata = {b"pandas": json.dumps(head).encode()}
-    return pa.schema(fields, metadata=metadata)
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    arrays = []
-    for field in schema:
-        if field.name in table.column_names:
-            column = table.column(field.name)
-            arrays.append(column if column.type.equals(field.type) else column.cast(field.type))
-        else:
-            arrays.append(pa.nulls(table.num_rows, field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-class _DatasetWriter:
-    """Writes batches as new files under a root folder; unifies them at the end."""
-
-    def __init__(self, root: Path, partition_by: tuple[str, ...], run_id: str) -> None:
-        self.root = root
-        self.partition_by = partition_by
-        self.run_id = run_id
-        self.files: list[_File] = []
-
-    def _write(self, table: pa.Table, relpath: str) -> None:
-        target = self.root / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, target)
-        self.files.append(_File(relpath, table.schema))
-
-    def write_batch(self, frame: pd.DataFrame, batch: int) -> None:
-        name = f"part-{batch:05d}-{self.run_id}.parquet"
-        table = _to_arrow(frame)
-        if not self.partition_by:
-            self._write(table, name)
-            return
-        # Partition columns live in the folder names (hive style), not in the files.
-        table = table.drop_columns([k for k in self.partition_by if k in table.column_names])
-        keys = _partition_values(frame, self.partition_by)
-        groups = keys.groupby(list(self.partition_by), sort=True).indices
-        for values, rows in groups.items():
-            values = values if isinstance(values, tuple) else (values,)
-            folders = [
-                f"{key}={quote(str(value), safe='')}"
-                for key, value in zip(self.partition_by, values, strict=True)
-            ]
-            self._write(table.take(pa.array(rows)), "/".join([*folders, name]))
-
-    def finish(self, empty: pd.DataFrame, metadata_columns: str | None) -> pa.Schema:
-        if not self.files:
-            # An empty result is still a readable dataset: one file with no rows.
-            self._write(_to_arrow(empty), f"part-00000-{self.run_id}.parquet")
-        schema = _unify(self.files, metadata_columns)
-        collected = []
-        for file in self.files:
-            path = self.root / file.relpath
-            if not file.schema.equals(schema, check_metadata=False):
-                logger.debug("rewriting %s to the dataset's %d columns", file.relpath, len(schema))
-                table = _conform(pq.ParquetFile(path).read(), schema)
-                temporary = path.with_name(f".{path.name}.tmp")
-                pq.write_table(table, temporary)
-                os.replace(temporary, path)
-                del table
-            metadata = pq.read_metadata(path)
-            metadata.set_file_path(file.relpath)
-            collected.append(metadata)
-        pq.write_metadata(schema, self.root / _COMMON_METADATA)
-        pq.write_metadata(schema, self.root / _METADATA, metadata_collector=collected)
-        return schema
-
-    @property
-    def partitions(self) -> int:
-        return len({file.relpath.rpartition("/")[0] for file in self.files})
-
-
-# -- atomic placement ---------------------------------------------------------------------------
-
-#: What a run keeps beside ``<name>``: its lock file ``.tmp-<run>.lock``, its temporary folder
-#: ``.tmp-<run>`` and, while it swaps datasets without an atomic exchange, ``.old-<run>``.
-_LEFTOVER = re.compile(r"\.(tmp|old)-([0-9a-f]{32})(\.lock)?")
-
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    fcntl: Any = None
-else:
-    import fcntl
-
-
-def _remove_tree(folder: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(folder)
-
-
-def _lock_path(target: Path, run_id: str) -> Path:
-    return target.with_name(f"{target.name}.tmp-{run_id}.lock")
-
-
-def _lock(path: Path, *, wait: bool) -> int | None:
-    """Open and lock `path` (created if missing); ``None`` if held elsewhere and not `wait`.
-
-    Retries until the locked file is the one at `path`: a cleaner may unlink the name between
-    our open and our lock, and a lock on an unlinked file protects nothing.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            if wait:
-                raise
-            return None
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)
-
-
-def _hold_run_lock(target: Path, run_id: str) -> int | None:
-    """Create and lock this run's lock file, before its temporary folder exists."""
-    if fcntl is None:  # pragma: no cover - no stale-folder cleanup on Windows
-        return None
-    return _lock(_lock_path(target, run_id), wait=True)
-
-
-def _release_run_lock(target: Path, run_id: str, fd: int | None) -> None:
-    """Unlink the lock file while still holding it, then let go."""
-    if fd is None:  # pragma: no cover - Windows
-        return
-    with contextlib.suppress(FileNotFoundError):
-        _lock_path(target, run_id).unlink()
-    os.close(fd)
-
-
-def _remove_stale(target: Path) -> None:
-    """Remove what exports of `target` killed mid-way left beside it, never a live run's.
-
-    A run's lock file is locked before its folders exist and until they are gone; the kernel
-    releases the lock of a killed process, so a lock that can be taken marks a dead run.
-    """
-    if fcntl is None:  # pragma: no cover - Windows
-        return
-    try:
-        siblings = list(target.parent.iterdir())
-    except OSError:
-        return
-    for path in siblings:
-        if not path.name.startswith(target.name):
-            continue
-        match = _LEFTOVER.fullmatch(path.name[len(target.name) :])
-        if match is None or path.is_symlink():
-            continue
-        kind, run_id, is_lock = match[1], match[2], match[3] is not None
-        if is_lock != (not path.is_dir()) or (is_lock and kind != "tmp"):
-            continue
-        if kind == "old" and not target.exists():
-            # Killed between the two renames of a non-atomic swap: this is the only complete
-            # copy of the old dataset; leave it to the user rather than delete it.
-            logger.warning("an interrupted export left the previous dataset at %s", path)
-            continue
-        lock_path = _lock_path(target, run_id)
-        try:
-            fd = _lock(lock_path, wait=False)
-        except OSError:
-            continue
-        if fd is None:  # a live export holds it
-            continue
-        try:
-            logger.debug("removing %s, left by an interrupted export", path)
-            if not is_lock:
-                _remove_tree(path)
-            with contextlib.suppress(FileNotFoundError):
-                lock_path.unlink()
-        finally:
-            os.close(fd)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
-
-    Returns False when the platform or the file system cannot, so the caller falls back.
-    """
-    if sys.platform != "linux":
-        return False
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # no libc symbol (glibc < 2.28, musl < 1.2.4)
-        return False
-    int_, path_ = ctypes.c_int, ctypes.c_char_p
-    renameat2.argtypes = [int_, path_, int_, path_, ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
-        return False
-    raise OSError(code, os.strerror(code), str(a), None, str(b))
-
-
-def _place(temporary: Path, target: Path, overwrite: bool, run_id: str) -> None:
-    """Put the finished dataset at `target`; an old dataset is replaced, never merged.
-
-    Readers (and a crash) see the old complete dataset or the new one: the two folders are
-    exchanged atomically where the platform can; elsewhere the old one is renamed aside first.
-    """
-    if not target.exists():
-        temporary.rename(target)
-        return
-    if not overwrite:
-        msg = f"path: {str(target)!r} appeared during the export; pass overwrite=True to replace it"
-        raise FileExistsError(msg)
-    if _exchange(temporary, target):
-        aside = temporary  # now holds the old dataset
-    else:
-        aside = target.with_name(f"{target.name}.old-{run_id}")
-        target.rename(aside)
-        try:
-            temporary.rename(target)
-        except BaseException:
-            aside.rename(target)
-            raise
-    try:
-        _remove_tree(aside)
-    except OSError as exc:
-        # The new dataset is in place; a leftover old copy is not worth failing the export.
-        logger.warning("could not remove the replaced dataset %s: %s", aside, exc)
 
 
 # -- the public function ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import types
 from pathlib import Path
@@ -93,3 +94,56 @@ def test_typed_package() -> None:
     assert (Path(ifr.__file__).parent / "py.typed").exists()
     assert isinstance(ifr.__version__, str)
     assert ifr.__version__ != "0.0.0"
+
+
+PUBLIC_MODULES = (
+    "impactframe",
+    "impactframe.aggregate",
+    "impactframe.schemas",
+    "impactframe.dask",
+    "impactframe.plot",
+    "impactframe.sandbox",
+    "impactframe.errors",
+    "impactframe.export",
+    "impactframe.loaders",
+    "impactframe.client",
+)
+
+
+def _public_callables() -> dict[str, object]:
+    """Every public function, class and public method or property of the public modules."""
+    found: dict[str, object] = {}
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj in found.values():
+                continue
+            found[f"{module_name}.{name}"] = obj
+            if inspect.isclass(obj) and not issubclass(obj, BaseException):
+                for attr, value in vars(obj).items():
+                    if not attr.startswith("_") and (
+                        inspect.isfunction(value) or isinstance(value, property)
+                    ):
+                        found[f"{module_name}.{name}.{attr}"] = value
+    return found
+
+
+def test_every_public_callable_has_a_numpy_docstring_with_an_example() -> None:
+    missing = []
+    for name, obj in _public_callables().items():
+        doc = inspect.getdoc(obj) or ""
+        wanted = []
+        if not isinstance(obj, property) and not (
+            inspect.isclass(obj) and issubclass(obj, BaseException)
+        ):
+            wanted.append("Examples\n--------")
+        if inspect.isfunction(obj):
+            params = [p for p in inspect.signature(obj).parameters if p not in ("self", "cls")]
+            if params:
+                wanted.append("Parameters\n----------")
+        gaps = [section.split()[0] for section in wanted if section not in doc]
+        if not doc or gaps:
+            missing.append((name, gaps or ["docstring"]))
+    assert len(_public_callables()) > 40  # the walk found the surface
+    assert missing == []

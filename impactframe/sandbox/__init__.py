@@ -324,7 +324,18 @@ class SandboxServer:
         self._app.datasets[name] = Dataset(records, name=name)
 
     def clear_log(self) -> None:
-        """Forget the requests logged so far."""
+        """Forget the requests logged so far.
+
+        Examples
+        --------
+        >>> import requests
+        >>> with SandboxServer(n_records=5) as server:
+        ...     _ = requests.get(f"{server.url}/v1/records", headers={"x-api-key": "no"})
+        ...     before = len(server.requests)
+        ...     server.clear_log()
+        ...     before, len(server.requests)
+        (1, 0)
+        """
         with self._app.log_lock:
             self._app.log.clear()
 
@@ -366,7 +377,18 @@ class SandboxServer:
         self._app.plan.add(fault, times=times, path=path)
 
     def clear_faults(self) -> None:
-        """Forget every injected fault (``fault_rate`` and ``latency`` stay)."""
+        """Forget every injected fault (``fault_rate`` and ``latency`` stay).
+
+        Examples
+        --------
+        >>> import requests
+        >>> with SandboxServer(n_records=5) as server:
+        ...     server.inject(Fault("status", status=503), times=None)
+        ...     server.clear_faults()
+        ...     requests.get(f"{server.url}/v1/records",
+        ...                  headers={"x-api-key": server.api_key}).status_code
+        200
+        """
         self._app.plan.clear()
 
 

@@ -108,7 +108,14 @@ class Fault:
             raise ValueError(msg)
 
     def response(self) -> tuple[int, dict[str, str], bytes]:
-        """The status, extra headers and body a ``"status"`` fault answers with."""
+        """The status, extra headers and body a ``"status"`` fault answers with.
+
+        Examples
+        --------
+        >>> status, headers, body = Fault("status", status=429, retry_after="2").response()
+        >>> status, headers["Retry-After"], body[:28]
+        (429, '2', b'{"type": "rate_limit_error",')
+        """
         headers: dict[str, str] = {}
         if self.retry_after is not None:
             headers["Retry-After"] = str(self.retry_after)

@@ -76,6 +76,17 @@ class LoggedRequest:
         The injected fault kinds applied, joined by ``+`` (``"latency+status"``), or ``None``.
     records : int or None
         Number of records in the page sent, ``None`` for errors and status faults.
+
+    Examples
+    --------
+    >>> import requests
+    >>> from impactframe.sandbox import SandboxServer
+    >>> with SandboxServer(n_records=5) as server:
+    ...     _ = requests.get(f"{server.url}/v1/records?limit=2",
+    ...                      headers={"x-api-key": server.api_key})
+    ...     logged = server.requests[0]
+    >>> logged.path, logged.params, logged.status, logged.records
+    ('/v1/records', {'limit': ['2']}, 200, 2)
     """
 
     method: str
@@ -315,6 +326,19 @@ class Dataset:
 
 def encode_cursor(created_on: str, user_id: str) -> str:
     """The cursor the sandbox sends after the record ``(created_on, user_id)``.
+
+    Parameters
+    ----------
+    created_on : str
+        The record's ``time_utc``.
+    user_id : str
+        The record's ``user_id``.
+
+    Returns
+    -------
+    str
+        Base64 of the JSON key ``{"createdOn": ..., "userID": ...}``, as DynamoDB-style
+        APIs page.
 
     Examples
     --------

@@ -102,9 +102,20 @@ def plan_windows(client: Client, endpoint: str, query: Query, n_windows: int) ->
     return [dataclasses.replace(query, start_date=a, end_date=b) for a, b in windows]
 
 
-def _walk(client: Client, endpoint: str, query: Query, raw: bool) -> list[Page | RawPage]:
+class _Stopped(Exception):
+    """A window's walk was abandoned: the caller stopped, or another window failed."""
+
+
+def _walk(
+    client: Client, endpoint: str, query: Query, raw: bool, stop: threading.Event
+) -> list[Page | RawPage]:
     pages = client.iter_raw_pages if raw else client.iter_pages
-    return list(pages(endpoint, query))
+    walked: list[Page | RawPage] = []
+    for page in pages(endpoint, query):
+        if stop.is_set():  # nobody will read these pages: stop after the request in flight
+            raise _Stopped
+        walked.append(page)
+    return walked
 
 
 def _prefetch(pages: Iterator[_T], depth: int) -> Iterator[_T]:
@@ -159,6 +170,7 @@ def _windowed_pages(
     if not windows:
         return
     logger.debug("walking %d date windows on %d threads", len(windows), concurrency)
+    stop = threading.Event()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="impactframe") as pool:
         pending: deque[Future[list[Any]]] = deque()
         todo = iter(windows)
@@ -166,16 +178,19 @@ def _windowed_pages(
             # Keep a bounded number of windows in flight so memory stays proportional to
             # the workers, not to the whole history, and hand pages back in window order.
             for window in todo:
-                pending.append(pool.submit(_walk, client, endpoint, window, raw))
+                pending.append(pool.submit(_walk, client, endpoint, window, raw, stop))
                 if len(pending) >= 2 * concurrency:
                     break
             while pending:
                 window_pages = pending.popleft().result()
                 next_window = next(todo, None)
                 if next_window is not None:
-                    pending.append(pool.submit(_walk, client, endpoint, next_window, raw))
+                    pending.append(pool.submit(_walk, client, endpoint, next_window, raw, stop))
                 yield from window_pages
         finally:
+            # An error, Ctrl-C or a caller that stops early: the running walks end after
+            # their request in flight instead of finishing their windows (the pool waits).
+            stop.set()
             for future in pending:
                 future.cancel()
 

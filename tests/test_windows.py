@@ -152,3 +152,27 @@ def test_every_concurrency_and_order_with_filters_after_the_limit(
     assert set(many["impact_type"].astype(str)) == {"coral_restored", "money_donated"}
     assert any(r.status == 200 and "cursor" in r.params for r in dynamo.requests)
     assert_frame_equal(many, one)
+
+
+def test_stopping_early_abandons_the_windows_in_flight() -> None:
+    # 8 windows of 2 days for 2 workers: the first window holds one page, the next ones ~30
+    # pages each at 20 ms a request. The caller takes the first page and stops: the walks
+    # already running must end after their request in flight, not finish their windows.
+    from impactframe import Client
+    from impactframe._fetch import iter_record_pages
+    from impactframe._params import normalize_query
+
+    records = generate_records(5, seed=5, start="2024-01-01", end="2024-01-02")
+    records += generate_records(2000, seed=6, start="2024-01-03", end="2024-01-16")
+    with SandboxServer(records=records, latency=0.02) as server:
+        with Client(server.api_key, base_url=server.url) as client:
+            query = normalize_query("records", page_size=10)
+            pages = iter_record_pages(client, "records", query, concurrency=2)
+            first = next(pages)
+            pages.close()  # returns once the pool's threads have ended
+            sent = len(server.requests)
+        assert len(first) == 5  # the first window's only page
+        # 2 probes + 1 page + the requests in flight; finishing the two running windows
+        # would take ~60 more.
+        assert sent <= 10, sent
+        assert len(server.requests) == sent  # nothing more after close()

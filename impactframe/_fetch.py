@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ._frame import _time_problem
 from ._paging import Page, RawPage
 from ._windows import split_windows
+from .client import WalkAbandoned, abandon_on
 from .errors import SchemaDriftWarning, ValidationError
 
 if TYPE_CHECKING:
@@ -102,19 +103,18 @@ def plan_windows(client: Client, endpoint: str, query: Query, n_windows: int) ->
     return [dataclasses.replace(query, start_date=a, end_date=b) for a, b in windows]
 
 
-class _Stopped(Exception):
-    """A window's walk was abandoned: the caller stopped, or another window failed."""
-
-
 def _walk(
     client: Client, endpoint: str, query: Query, raw: bool, stop: threading.Event
 ) -> list[Page | RawPage]:
+    """One window's pages; abandoned (`WalkAbandoned`) after the request in flight, or during
+    a retry wait, once ``stop`` is set (the caller stopped, or another window failed)."""
     pages = client.iter_raw_pages if raw else client.iter_pages
     walked: list[Page | RawPage] = []
-    for page in pages(endpoint, query):
-        if stop.is_set():  # nobody will read these pages: stop after the request in flight
-            raise _Stopped
-        walked.append(page)
+    with abandon_on(stop):
+        for page in pages(endpoint, query):
+            if stop.is_set():
+                raise WalkAbandoned
+            walked.append(page)
     return walked
 
 

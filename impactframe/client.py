@@ -8,12 +8,14 @@ it: `_client_security` (the key and the base URL, checked; the key masked), `_cl
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -64,9 +66,32 @@ def _user_agent() -> str:
         return "impactframe/0.0.0"
 
 
+class WalkAbandoned(Exception):
+    """Raised in a thread whose walk nobody will read any more (see `abandon_on`)."""
+
+
+_waits = threading.local()  # .stop: the Event that abandons this thread's walk, if any
+
+
+@contextlib.contextmanager
+def abandon_on(stop: threading.Event) -> Iterator[None]:
+    """While inside, this thread's retry waits end, raising `WalkAbandoned`, once ``stop`` is
+    set: a worker waiting out a ``Retry-After`` of minutes must not hold up Ctrl-C or an error.
+    """
+    _waits.stop = stop
+    try:
+        yield
+    finally:
+        _waits.stop = None
+
+
 def _sleep(seconds: float) -> None:
-    # Looked up at call time, so patching ``time.sleep`` also reaches existing clients.
-    time.sleep(seconds)
+    stop: threading.Event | None = getattr(_waits, "stop", None)
+    if stop is None:
+        # Looked up at call time, so patching ``time.sleep`` also reaches existing clients.
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        raise WalkAbandoned
 
 
 class Client:

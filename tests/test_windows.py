@@ -176,3 +176,45 @@ def test_stopping_early_abandons_the_windows_in_flight() -> None:
         # would take ~60 more.
         assert sent <= 10, sent
         assert len(server.requests) == sent  # nothing more after close()
+
+
+def test_a_walk_waiting_out_a_retry_after_is_abandoned_at_once() -> None:
+    # A worker told to wait a minute (429, Retry-After: 60) must not hold up the caller's
+    # Ctrl-C or error: setting the walk's stop event ends the wait.
+    import threading
+    import time
+
+    from impactframe import Client
+    from impactframe._fetch import _walk
+    from impactframe._params import normalize_query
+    from impactframe.client import WalkAbandoned
+    from impactframe.sandbox import Fault
+
+    outcome: list[BaseException | None] = []
+    stop = threading.Event()
+    with SandboxServer(n_records=50) as server:
+        server.inject(Fault("status", status=429, retry_after="60"))
+        with Client(server.api_key, base_url=server.url) as client:
+
+            def work() -> None:
+                try:
+                    _walk(client, "records", normalize_query("records"), False, stop)
+                except BaseException as exc:  # handed to the test thread to assert on
+                    outcome.append(exc)
+                else:
+                    outcome.append(None)
+
+            worker = threading.Thread(target=work)
+            worker.start()
+            deadline = time.monotonic() + 10
+            while not server.requests and time.monotonic() < deadline:
+                time.sleep(0.01)
+            began = time.monotonic()
+            stop.set()
+            worker.join(timeout=10)
+            waited = time.monotonic() - began
+    assert not worker.is_alive()
+    assert waited < 5  # not the 60 s the API asked for
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], WalkAbandoned)
+    assert [r.status for r in server.requests] == [429]  # no retry was sent after the stop

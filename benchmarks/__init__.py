@@ -7,5 +7,11 @@ as a Markdown table; ``benchmarks/RESULTS.md`` records a run. See ``python -m be
 - ``__main__``: the driver (starts the sandboxes, runs the measurements, prints the tables).
 - ``_serve``: a sandbox server process.
 - ``_measure``: the measurements, one per child process; each prints one JSON line.
-- ``export_memory``: peak memory of ``export_parquet`` (run on its own).
+- ``export_memory``: peak memory of ``export_parquet`` (``python -m benchmarks.export_memory``).
+- ``scale``: cache hit vs network fetch, incremental refresh vs full reload
+  (``python -m benchmarks.scale``).
+- ``soak``: soak, kill and contention runs under faults: nothing lost, doubled or half-written
+  (``make soak``).
+- ``_kill_child``: the child process that ``soak`` and ``tests/test_trust_faults.py`` kill
+  mid-load or mid-export.
 """

@@ -4,11 +4,11 @@ Each size runs twice over: a sandbox in its own process (so the server's records
 counted), and the export in a fresh Python process that reports its peak resident set size
 above the baseline it had after importing everything. Prints one line per size, in bytes::
 
-    python benchmarks/export_memory.py               # 200000 and 1000000 records
-    python benchmarks/export_memory.py 50000 100000  # other sizes
-    python benchmarks/export_memory.py --batch-records 10000 200000 1000000
+    python -m benchmarks.export_memory               # 200000 and 1000000 records
+    python -m benchmarks.export_memory 50000 100000  # other sizes
+    python -m benchmarks.export_memory --batch-records 10000 200000 1000000
 
-Not run by the tests (it takes minutes); ``make bench`` runs it.
+Run by hand as above: neither the tests nor ``make bench`` run it (it takes minutes).
 """
 
 from __future__ import annotations

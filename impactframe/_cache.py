@@ -18,7 +18,7 @@ categories and their order, dict-valued ``metadata``), so the manifest records e
 exact dtype and `ParquetCache.get` restores it after one pyarrow read.
 
 This module is the store; its parts live beside it: the key (`_cache_key`), the column codec
-(`_cache_codec`), folders, locks and atomic writes (`_cache_files`) and the refresh merge
+(`_cache_codec`), the root, folders, locks and atomic writes (`_cache_files`) and the refresh merge
 (`_cache_merge`). The names other modules use are importable from here.
 """
 
@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import pathlib
 import re
 import shutil
@@ -44,10 +43,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._cache_codec import _decode_frame, _encode_frame, _Uncacheable
-from ._cache_files import _key_lock, _make_private_dir, _write_atomic
+from ._cache_files import _key_lock, _make_private_dir, _write_atomic, resolve_cache_dir
 from ._cache_key import _FINGERPRINT_RE, CacheKey
 from ._cache_merge import merge, refresh_start
-from ._constants import ENDPOINTS, ENV_CACHE_DIR
+from ._constants import ENDPOINTS
 from .errors import CacheWarning
 
 __all__ = [
@@ -70,49 +69,6 @@ _MANIFEST = "manifest.json"
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _DATA_RE = re.compile(r"data-[0-9a-f]{64}\.parquet")
 _COMPRESSION = "zstd"
-
-
-def resolve_cache_dir(cache: bool | str | os.PathLike[str]) -> pathlib.Path:
-    """Return the cache root folder for the loaders' ``cache=`` argument, creating it.
-
-    Parameters
-    ----------
-    cache : True, str or os.PathLike
-        ``True``: ``$IMPACTFRAME_CACHE_DIR`` when set, else the platform's user cache folder
-        (``platformdirs.user_cache_dir("impactframe")``). A path: that folder.
-
-    Returns
-    -------
-    pathlib.Path
-        The folder, existing and ``0700`` (when this user owns it).
-
-    Raises
-    ------
-    ValueError
-        If `cache` is ``False`` or an empty string.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> root = resolve_cache_dir(tempfile.mkdtemp() + "/cache")
-    >>> oct(root.stat().st_mode & 0o777)
-    '0o700'
-    """
-    if cache is True:
-        env = os.environ.get(ENV_CACHE_DIR)
-        if env:
-            path = pathlib.Path(env).expanduser()
-        else:
-            import platformdirs
-
-            path = pathlib.Path(platformdirs.user_cache_dir("impactframe"))
-    elif isinstance(cache, str | os.PathLike) and not isinstance(cache, bool) and str(cache):
-        path = pathlib.Path(cache).expanduser()
-    else:
-        msg = f"cache: {cache!r} is not accepted; expected True or a folder path"
-        raise ValueError(msg)
-    _make_private_dir(path)
-    return path
 
 
 def _utc_now() -> str:
@@ -185,6 +141,49 @@ class ParquetCache:
         """
         return _key_lock(self._lock_path(key)).hold()
 
+    @contextlib.contextmanager
+    def try_lock(self, key: CacheKey) -> Iterator[bool]:
+        """`lock`, or ``False`` with a `CacheWarning` when the disk refuses the entry's lock.
+
+        A failing disk under a usable root (a file where a folder should be, no permission)
+        must not cost the caller its frame: the load goes on without the cache.
+
+        Parameters
+        ----------
+        key : CacheKey
+
+        Returns
+        -------
+        context manager of bool
+            ``True`` while the entry is locked; ``False``: leave the cache alone.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from impactframe._params import normalize_query
+        >>> store = ParquetCache(resolve_cache_dir(tempfile.mkdtemp()))
+        >>> key = CacheKey("0123456789abcdef", "records", normalize_query("records"), None,
+        ...                "columns", "metadata_", "numpy_nullable")
+        >>> with store.try_lock(key) as locked:
+        ...     locked
+        True
+        """
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self.lock(key))
+            except OSError as exc:
+                # user code -> load_records -> _load -> (contextlib) __enter__ -> try_lock
+                warnings.warn(
+                    f"not using the cache: its entry cannot be locked ({exc})",
+                    CacheWarning,
+                    stacklevel=5,
+                )
+                logger.debug("cache entry lock failed: %s", exc)
+                locked = False
+            else:
+                locked = True
+            yield locked
+
     def get(self, key: CacheKey) -> pd.DataFrame | None:
         """Return the cached frame of `key`, equal in values and dtypes to the one `put`.
 
@@ -225,6 +224,8 @@ class ParquetCache:
             raw = (folder / _MANIFEST).read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:  # e.g. a file where the entry folder should be
+            return f"its manifest cannot be read ({exc})"
         try:
             manifest = json.loads(raw)
             version = manifest["schema_version"]
@@ -264,7 +265,8 @@ class ParquetCache:
         warnings.warn(
             f"ignoring a cache entry because {reason}; refetching", CacheWarning, stacklevel=5
         )
-        logger.warning("ignoring a cache entry: %s", reason)
+        # DEBUG, not WARNING: the warning already tells the user (the CLI prints both).
+        logger.debug("ignoring a cache entry: %s", reason)
 
     def put(self, key: CacheKey, frame: pd.DataFrame) -> None:
         """Store `frame` as `key`'s entry, atomically replacing any previous one.

@@ -1,4 +1,5 @@
-"""Disk helpers of the Parquet cache: private folders, entry locks and atomic writes.
+"""Disk helpers of the Parquet cache: the root folder, private folders, entry locks and atomic
+writes.
 
 Folders are ``0700`` and files ``0600`` whatever the umask. An entry's lock is a re-entrant
 thread lock plus a file lock (``flock``, ``msvcrt.locking`` on Windows), so threads and
@@ -15,6 +16,8 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+
+from ._constants import ENV_CACHE_DIR
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -43,6 +46,67 @@ def _make_private_dir(path: pathlib.Path) -> None:
         if path.stat().st_uid != os.getuid():
             return  # not ours (e.g. a shared folder): leave its mode alone
     path.chmod(_DIR_MODE)
+
+
+def resolve_cache_dir(cache: bool | str | os.PathLike[str]) -> pathlib.Path:
+    """Return the cache root folder for the loaders' ``cache=`` argument, creating it.
+
+    Parameters
+    ----------
+    cache : True, str or os.PathLike
+        ``True``: ``$IMPACTFRAME_CACHE_DIR`` when set, else the platform's user cache folder
+        (``platformdirs.user_cache_dir("impactframe")``). A path: that folder.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder, existing and ``0700`` (when this user owns it).
+
+    Raises
+    ------
+    ValueError
+        If `cache` is ``False`` or an empty string, or the folder cannot be made or used (a
+        file is in the way, no permission): the loaders raise it before any request.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = resolve_cache_dir(tempfile.mkdtemp() + "/cache")
+    >>> oct(root.stat().st_mode & 0o777)
+    '0o700'
+    """
+    source = "cache"
+    if cache is True:
+        env = os.environ.get(ENV_CACHE_DIR)
+        if env:
+            path = pathlib.Path(env).expanduser()
+            source = f"cache=True (${ENV_CACHE_DIR})"
+        else:
+            import platformdirs
+
+            path = pathlib.Path(platformdirs.user_cache_dir("impactframe"))
+            source = "cache=True (the user cache folder)"
+    elif isinstance(cache, str | os.PathLike) and not isinstance(cache, bool) and str(cache):
+        path = pathlib.Path(cache).expanduser()
+    else:
+        msg = f"cache: {cache!r} is not accepted; expected True or a folder path"
+        raise ValueError(msg)
+    try:
+        _make_private_dir(path)
+    except OSError as exc:
+        # A bad argument, not a disk failure: say which argument and what it accepts.
+        blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            why = f"{str(blocker)!r} is a file, not a folder"
+        else:
+            why = str(exc.strerror or exc)
+        msg = (
+            f"{source}: {str(path)!r} cannot be used as the cache folder ({why}); expected a "
+            "folder path (created if missing), True (the default cache folder) or False "
+            "(no cache)"
+        )
+        raise ValueError(msg) from exc
+    return path
 
 
 # -- locks ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from ._constants import UNITS
 
@@ -112,12 +113,29 @@ def write_frame(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
             df.to_parquet(temporary, index=False)
         else:
             out = df.copy(deep=False)
-            if "time_utc" in out and isinstance(out["time_utc"].dtype, pd.DatetimeTZDtype):
-                times = out["time_utc"].dt.tz_convert("UTC")
+            times = _aware_times(out["time_utc"]) if "time_utc" in out else None
+            if times is not None:
                 # The API's own form, which every CSV reader parses as UTC.
                 out["time_utc"] = times.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
             out.to_csv(temporary, index=False)
     return target
+
+
+def _aware_times(column: pd.Series) -> pd.Series | None:
+    """`column` as numpy ``datetime64[unit, UTC]`` if it holds tz-aware times, else ``None``.
+
+    Arrow-backed times (``dtype_backend="pyarrow"``) are converted too: pandas would write
+    them in its own ``2024-01-31 12:00:00.123000+00:00`` form.
+    """
+    dtype = column.dtype
+    if isinstance(dtype, pd.ArrowDtype):
+        kind = dtype.pyarrow_dtype
+        if not (pa.types.is_timestamp(kind) and kind.tz is not None):
+            return None
+        return column.astype(pd.DatetimeTZDtype(kind.unit, "UTC"))
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return column.dt.tz_convert("UTC")
+    return None
 
 
 def format_table(

@@ -1,9 +1,10 @@
 """From a failed exchange to the exception SPEC §4 names: error statuses, bodies, network failures.
 
-Which transport failures are worth another try is decided here too (`_TRANSIENT`). A message
-quotes at most the first ``_SNIPPET_CHARS`` characters of a body, with the key masked. A network
-error takes the type and message of the ``requests`` exception, not the exception itself: that
-carries the prepared request, whose headers hold the key (SPEC §6).
+Which transport failures are worth another try is decided here too (`_TRANSIENT`); any other
+``requests`` failure is reported at once (`_FATAL`). A message quotes at most the first
+``_SNIPPET_CHARS`` characters of a body, with the key masked. A transport error takes the type
+and message of the ``requests`` exception, not the exception itself: that carries the prepared
+request, whose headers hold the key (SPEC §6).
 """
 
 from __future__ import annotations
@@ -36,8 +37,21 @@ class _BrokenBody(Exception):
         super().__init__(f"HTTP {status}: body cut short ({type(cause).__name__})")
 
 
+class _UnreadableBody(Exception):
+    """The status line arrived but the body cannot be read, e.g. a ``Content-Encoding: gzip``
+    body that is not gzip (``requests``' ``ContentDecodingError``): no retry mends it."""
+
+    def __init__(self, status: int, cause: requests.RequestException) -> None:
+        self.status = status
+        self.cause = cause
+        super().__init__(f"HTTP {status}: body unreadable ({type(cause).__name__})")
+
+
 #: Everything `Client.get_json` retries on.
 _TRANSIENT: tuple[type[Exception], ...] = (_BrokenBody, *_RETRYABLE_EXCEPTIONS)
+#: What `Client.get_json` reports at once: every other ``requests`` failure (a body that cannot
+#: be decoded, a malformed header). Caught after `_TRANSIENT`, whose members are also here.
+_FATAL: tuple[type[Exception], ...] = (_UnreadableBody, requests.RequestException)
 
 
 def _snippet(body: bytes, secret: _Secret) -> str:
@@ -83,3 +97,14 @@ def _network_error(exc: Exception, retries: int, secret: _Secret) -> APIError:
         return APIError(msg, status=exc.status)
     msg = secret.redact(f"network error after {retries} retries: {type(exc).__name__}: {exc}")
     return APIError(msg, status=None)
+
+
+def _request_error(exc: Exception, secret: _Secret) -> APIError:
+    """Map a `_FATAL` failure; as `_network_error`, its type and message only, key masked."""
+    if isinstance(exc, _UnreadableBody):
+        status: int | None = exc.status
+        msg = f"the response body could not be read ({type(exc.cause).__name__}: {exc.cause})"
+    else:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        msg = f"the request failed ({type(exc).__name__}: {exc})"
+    return APIError(secret.redact(msg), status=status)

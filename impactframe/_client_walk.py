@@ -54,9 +54,10 @@ def _take(
             new += 1
     if end == len(records):
         return page, new
+    # The unknown fields stay: the fetch loop warns about them (SPEC §3), trimmed or not.
     if isinstance(page, Page):
-        return Page(records[:end], page.cursor), new
-    return RawPage(None, end, page.cursor, records[:end]), new
+        return Page(records[:end], page.cursor, page.extra), new
+    return RawPage(None, end, page.cursor, records[:end], page.extra), new
 
 
 def _walk_query(
@@ -69,7 +70,12 @@ def _walk_query(
     remaining = cap
 
     def fetch(cursor: str | None) -> _PageT:
-        limit = query.page_size if remaining is None else min(query.page_size, remaining)
+        limit = query.page_size
+        if remaining is not None:
+            # After a cursor, one more: a page that repeats the boundary record (seen across
+            # page boundaries) must still reach a new record, or it would return the cursor
+            # it was asked with and end the walk as a loop.
+            limit = min(query.page_size, remaining + (cursor is not None))
         return get(endpoint, query.to_params(cursor=cursor, limit=limit))
 
     seen: set[str] = set()

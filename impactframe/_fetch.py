@@ -25,7 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._frame import _time_problem
-from ._paging import Page, RawPage
+from ._handoff import Handoff, WindowPages
+from ._paging import RawPage
 from ._windows import split_windows
 from .client import WalkAbandoned, abandon_on
 from .errors import SchemaDriftWarning, ValidationError
@@ -104,18 +105,25 @@ def plan_windows(client: Client, endpoint: str, query: Query, n_windows: int) ->
 
 
 def _walk(
-    client: Client, endpoint: str, query: Query, raw: bool, stop: threading.Event
-) -> list[Page | RawPage]:
-    """One window's pages; abandoned (`WalkAbandoned`) after the request in flight, or during
-    a retry wait, once ``stop`` is set (the caller stopped, or another window failed)."""
+    client: Client,
+    endpoint: str,
+    query: Query,
+    raw: bool,
+    handoff: Handoff,
+    window: WindowPages,
+    stop: threading.Event,
+) -> None:
+    """Hand one window's pages over as they come; abandoned (`WalkAbandoned`) after the request
+    in flight, or during a retry wait, once ``stop`` is set (the caller stopped or failed)."""
     pages = client.iter_raw_pages if raw else client.iter_pages
-    walked: list[Page | RawPage] = []
-    with abandon_on(stop):
-        for page in pages(endpoint, query):
-            if stop.is_set():
-                raise WalkAbandoned
-            walked.append(page)
-    return walked
+    try:
+        with abandon_on(stop):
+            for page in pages(endpoint, query):
+                handoff.put(window, page)
+    except BaseException as exc:  # raised by the caller when it reaches this window
+        handoff.finish(window, exc)
+    else:
+        handoff.finish(window)
 
 
 def _prefetch(pages: Iterator[_T], depth: int) -> Iterator[_T]:
@@ -138,10 +146,14 @@ def _prefetch(pages: Iterator[_T], depth: int) -> Iterator[_T]:
 
     def work() -> None:
         try:
-            for page in pages:
-                hand(True, page)
-                if stop.is_set():
-                    return
+            # A retry wait (up to the Retry-After cap) ends once the caller is gone.
+            with abandon_on(stop):
+                for page in pages:
+                    hand(True, page)
+                    if stop.is_set():
+                        return
+        except WalkAbandoned:
+            return
         except BaseException as exc:  # handed to the caller, which raises it
             hand(False, exc)
         else:
@@ -163,36 +175,51 @@ def _prefetch(pages: Iterator[_T], depth: int) -> Iterator[_T]:
 
 
 def _windowed_pages(
-    client: Client, endpoint: str, query: Query, concurrency: int, raw: bool
+    client: Client,
+    endpoint: str,
+    query: Query,
+    concurrency: int,
+    raw: bool,
+    budget: int | None = None,
 ) -> Iterator[Any]:
-    """The pages of ``query``'s date windows, walked on ``concurrency`` threads, in row order."""
+    """The pages of ``query``'s date windows, walked on ``concurrency`` threads, in row order.
+
+    ``budget``: pages that may wait for the caller (see `Handoff`); ``None``: no limit.
+    """
     windows = plan_windows(client, endpoint, query, concurrency * WINDOWS_PER_WORKER)
     if not windows:
         return
     logger.debug("walking %d date windows on %d threads", len(windows), concurrency)
     stop = threading.Event()
+    handoff = Handoff(stop, budget)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="impactframe") as pool:
-        pending: deque[Future[list[Any]]] = deque()
+        pending: deque[tuple[WindowPages, Future[None]]] = deque()
+
+        def start(window_query: Query) -> None:
+            window = WindowPages()
+            job = pool.submit(_walk, client, endpoint, window_query, raw, handoff, window, stop)
+            pending.append((window, job))
+
         todo = iter(windows)
         try:
-            # Keep a bounded number of windows in flight so memory stays proportional to
-            # the workers, not to the whole history, and hand pages back in window order.
-            for window in todo:
-                pending.append(pool.submit(_walk, client, endpoint, window, raw, stop))
+            # A bounded number of windows in flight, handed back in window order.
+            for window_query in todo:
+                start(window_query)
                 if len(pending) >= 2 * concurrency:
                     break
             while pending:
-                window_pages = pending.popleft().result()
-                next_window = next(todo, None)
-                if next_window is not None:
-                    pending.append(pool.submit(_walk, client, endpoint, next_window, raw, stop))
-                yield from window_pages
+                window, _ = pending.popleft()
+                next_query = next(todo, None)
+                if next_query is not None:
+                    start(next_query)
+                yield from handoff.take(window)
         finally:
             # An error, Ctrl-C or a caller that stops early: the running walks end after
             # their request in flight instead of finishing their windows (the pool waits).
             stop.set()
-            for future in pending:
-                future.cancel()
+            handoff.wake()
+            for _, job in pending:
+                job.cancel()
 
 
 def _pages(
@@ -205,10 +232,12 @@ def _pages(
     *,
     raw: bool,
     prefetch: int = 0,
+    page_budget: int | None = None,
 ) -> Generator[Any, None, None]:
     """Every page of ``query`` in the requested order (`Page`, or `RawPage` when ``raw``).
 
-    ``on_page`` is told how many records each page holds.
+    ``on_page`` is told how many records each page holds; ``page_budget`` bounds the pages
+    that window walks may fetch ahead of the caller (see `Handoff`).
     """
     pages: Iterator[Any]
     page: Any  # a RawPage when raw, else a Page
@@ -218,7 +247,7 @@ def _pages(
         if prefetch:
             pages = _prefetch(pages, prefetch)
     else:
-        pages = _windowed_pages(client, endpoint, query, concurrency, raw)
+        pages = _windowed_pages(client, endpoint, query, concurrency, raw, page_budget)
     warned: set[str] = set()
     for page in pages:
         if on_page is not None:
@@ -260,6 +289,7 @@ def iter_record_pages(
     max_records: int | None = None,
     concurrency: int = 1,
     on_page: Callable[[int], None] | None = None,
+    page_budget: int | None = None,
 ) -> Iterator[list[object]]:
     """Yield the record lists of every page of ``query``, in the requested order.
 
@@ -277,8 +307,22 @@ def iter_record_pages(
         Number of cursor chains walked at once over disjoint date windows.
     on_page : callable, optional
         Called with the number of records of each page, e.g. to move a progress bar.
+    page_budget : int, optional
+        With ``concurrency > 1``: at most about twice this many pages are fetched ahead of
+        the caller, so memory does not grow with the history (`export_parquet`); ``None``: the
+        windows in flight are fetched whole.
     """
-    for page in _pages(client, endpoint, query, max_records, concurrency, on_page, raw=False):
+    pages = _pages(
+        client,
+        endpoint,
+        query,
+        max_records,
+        concurrency,
+        on_page,
+        raw=False,
+        page_budget=page_budget,
+    )
+    for page in pages:
         yield page.records
 
 

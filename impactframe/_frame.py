@@ -11,7 +11,11 @@ How a frame is built::
                              build one Arrow array per column, convert it to the requested pandas
                              dtype, and validate the frame with impactframe.schemas
 
-``add``/``finish`` are the seam: a faster Arrow-native path can replace the buffers behind them.
+This is the reference builder. The loaders use `_frame_fast.FastFrameBuilder`, which keeps the
+``add``/``finish`` seam and gives the same frame, warnings and errors from Arrow-parsed response
+bodies. It runs the reference checks (`_frame_checks`) on a page Arrow cannot read exactly, and
+hands everything to a `FrameBuilder` when its chunks cannot hold what came (an unknown field,
+the ``"dict"``/``"json"`` metadata modes). The export builds each batch with a `FrameBuilder`.
 The parts live in their own modules: the options (`_frame_options`, shared with the fast
 builder), the per-record checks (`_frame_checks`), the column buffers (`_frame_columns`), the
 repeated records (`_frame_dedup`) and the unknown fields (`_frame_drift`).

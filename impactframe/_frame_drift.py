@@ -1,4 +1,4 @@
-"""Unknown fields of the reference frame builder: new impact types and drift columns (SPEC §4).
+"""Unknown fields of the reference frame builder: new impact types and drift columns (SPEC §3).
 
 Decided at ``finish`` over all records, so the frame does not depend on how they were split
 into pages. A record whose only impact field is unknown (its one unknown field, a
@@ -64,10 +64,12 @@ def classify(cols: _Columns) -> tuple[list[str], list[int], list[int], list[int]
     known impact field. Raises `_BadRow` for the first record with two impact fields or none."""
     candidates = set()
     for _, extra in cols.orphans:
-        if len(extra) == 1:
-            ((name, value),) = extra.items()
-            if _amount_problem(value) is None:
-                candidates.add(name)
+        # The record's one unknown field that can be an amount (a non-negative integer) is
+        # its impact; the others are drift. Decided per record, so a record reads the same
+        # whatever else a query (a date window, a refresh) happens to hold.
+        amounts = [name for name, value in extra.items() if _amount_problem(value) is None]
+        if len(amounts) == 1:
+            candidates.add(amounts[0])
     new_types = [name for name in cols.extra if name in candidates]  # in order first seen
     code_of = {name: len(IMPACT_TYPES) + k for k, name in enumerate(new_types)}
     problems: list[tuple[int, str, str]] = []  # (row, field, reason)

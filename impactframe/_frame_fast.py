@@ -378,6 +378,7 @@ class FastFrameBuilder(FrameOptions):
         return self._assemble(stacklevel + 1)
 
     def _assemble(self, stacklevel: int) -> pd.DataFrame:
+        """The frame of the chunks, validated; ``stacklevel`` as `warnings.warn` here takes it."""
         chunks, column = self._chunks, self._column
         string_type = self._reader.string_type
 
@@ -408,7 +409,8 @@ class FastFrameBuilder(FrameOptions):
                     parts.append(part)
                 columns[self.metadata_prefix + key] = column(strings(parts), _STRING)
         frame = pd.DataFrame(columns, copy=False)
-        warn_conflicts(self._records_key, self._conflicts, stacklevel + 1)
+        # `stacklevel` already counts this frame (`finish` added it): passed on as it is.
+        warn_conflicts(self._records_key, self._conflicts, stacklevel)
         return self._validate(frame)
 
     def _amount_columns(self, codes: np.ndarray, amounts: np.ndarray) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 `parse_page` checks one response body; `walk` follows cursors until the API stops giving one,
 and refuses a cursor it has already followed, so a walk always ends. `parse_raw_page` is the
-fast path's `parse_page`: it reads only the envelope (count and cursor) and keeps the records as
-the bytes that came, for the frame builder's Arrow path.
+fast path's `parse_page`: it reads only the envelope (count and cursor, with ``msgspec``) and
+keeps the records as the bytes that came, for the frame builder's Arrow path.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import PaginationError, ValidationError
+import msgspec
 
-try:  # optional: reads a page's envelope without building the records (~10x json.loads)
-    import msgspec
-except ImportError:  # pragma: no cover - depends on the environment
-    msgspec = None  # type: ignore[assignment]
+from .errors import PaginationError, ValidationError
 
 __all__ = ["Page", "RawPage", "parse_page", "parse_raw_page", "walk"]
 
@@ -121,8 +118,7 @@ class RawPage:
 
 
 def _envelope_decoders() -> dict[str, Any]:
-    if msgspec is None:  # pragma: no cover - depends on the environment
-        return {}
+    # msgspec reads a page's envelope without building the records (~10x json.loads).
     decoders = {}
     for key in ("user_records", "customer_records"):
         # The records stay raw (a slice of the body each): counted and skipped, never built.
@@ -139,9 +135,8 @@ def _envelope_decoders() -> dict[str, Any]:
 
 
 _DECODERS = _envelope_decoders()
-if msgspec is not None:
-    _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
-    _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def _loose_envelope(body: bytes, records_key: str) -> RawPage | None:
@@ -178,10 +173,10 @@ def _may_hold_a_long_int(body: bytes) -> bool:
 def parse_raw_page(body: bytes, records_key: str) -> RawPage:
     """`parse_page` for a response body still in bytes: same checks, same errors.
 
-    With ``msgspec`` installed only the envelope is decoded (the records are counted and
-    skipped) and the body is kept for the frame builder. Whatever that reader declines (a body
-    that is not UTF-8 JSON, a field of the wrong shape, ``NaN``) is decoded again by
-    ``json.loads`` and checked by `parse_page`, so the outcome, error or page, is the same.
+    Only the envelope is decoded, by ``msgspec`` (the records are counted and skipped), and the
+    body is kept for the frame builder. Whatever that reader declines (a body that is not UTF-8
+    JSON, a field of the wrong shape, ``NaN``) is decoded again by ``json.loads`` and checked by
+    `parse_page`, so the outcome, error or page, is the same.
 
     Parameters
     ----------
@@ -206,11 +201,8 @@ def parse_raw_page(body: bytes, records_key: str) -> RawPage:
     >>> parse_raw_page(b'{"user_records": [], "cursor": ""}', "user_records").cursor is None
     True
     """
-    decoder = _DECODERS.get(records_key)
-    if decoder is None:  # pragma: no cover - without msgspec: decode in full, keep the bytes
-        page = parse_page(json.loads(body), records_key)
-        return RawPage(body, len(page.records), page.cursor)
-    if not _may_hold_a_long_int(body):
+    decoder = _DECODERS.get(records_key)  # None for a key no endpoint has: json.loads reads it
+    if decoder is not None and not _may_hold_a_long_int(body):
         try:
             body.decode("utf-8")  # msgspec does not check the text inside raw values
             try:

@@ -55,9 +55,9 @@ def parse_retry_after(value: str | None, *, now: dt.datetime) -> float | None:
     Returns
     -------
     float or None
-        Seconds to wait, uncapped; ``None`` when the header is missing, unreadable, or asks for
-        no wait at all (0, negative, a date in the past), so that the caller's backoff applies
-        instead of an immediate retry.
+        Seconds to wait, uncapped; ``0.0`` when it asks for no wait (0, a date in the past:
+        the server says now, and the retries stay bounded by ``max_retries``); ``None`` when
+        the header is missing or unreadable, so that the caller's backoff applies.
 
     Examples
     --------
@@ -88,9 +88,9 @@ def parse_retry_after(value: str | None, *, now: dt.datetime) -> float | None:
         if now.tzinfo is None:
             now = now.replace(tzinfo=dt.UTC)
         seconds = (when - now).total_seconds()
-    if not math.isfinite(seconds) or seconds <= 0:
+    if not math.isfinite(seconds):
         return None
-    return seconds
+    return max(seconds, 0.0)
 
 
 def backoff_delay(
@@ -108,7 +108,7 @@ def backoff_delay(
         How many retries came before this one (0 for the first retry).
     retry_after : float, str or None
         The server's wish: seconds (as `parse_retry_after` returns them) or the raw header
-        (parsed with `now`). When positive it wins, capped at ``RETRY_AFTER_CAP`` (120 s).
+        (parsed with `now`). When given it wins, capped at ``RETRY_AFTER_CAP`` (120 s).
     rng : random.Random
         The source of jitter (seed it in tests).
     now : datetime.datetime, optional
@@ -140,7 +140,7 @@ def backoff_delay(
         raise ValueError(msg)
     if isinstance(retry_after, str):
         retry_after = parse_retry_after(retry_after, now=now or dt.datetime.now(dt.UTC))
-    if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
-        return min(float(retry_after), RETRY_AFTER_CAP)
+    if retry_after is not None and math.isfinite(retry_after):
+        return min(max(float(retry_after), 0.0), RETRY_AFTER_CAP)
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, _MAX_EXPONENT))
     return ceiling / 2 + rng.uniform(0, ceiling / 2)

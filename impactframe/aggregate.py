@@ -202,9 +202,51 @@ def _period_starts(times: pd.DatetimeIndex, offset: pd.DateOffset) -> pd.Datetim
     return starts[lo : hi + 1]
 
 
-def _accumulate(codes: np.ndarray, size: int, amounts: np.ndarray) -> np.ndarray:
+_INT64 = np.iinfo(np.int64)
+
+
+def _may_overflow(values: np.ndarray, terms: int) -> bool:
+    """Whether a sum of up to ``terms`` of ``values`` could leave int64 (a cheap bound)."""
+    if not values.size:
+        return False
+    largest = max(int(values.max()), -int(values.min()))  # Python ints: abs(int64 min) fits
+    return largest * terms > _INT64.max
+
+
+def _check_range(exact: np.ndarray, types: Sequence[str]) -> None:
+    """Raise OverflowError if a Python-int result (last axis: ``types``) leaves int64.
+
+    Examples
+    --------
+    >>> _check_range(np.array([1, 2**63], dtype=object), ["tree_planted", "money_donated"])
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    OverflowError: the money_donated total 9223372036854775808 does not fit in int64 ...
+    """
+    flat = exact.reshape(-1)
+    bad = np.flatnonzero(((flat > _INT64.max) | (flat < _INT64.min)).astype(bool))
+    if len(bad):
+        typ, value = types[int(bad[0]) % len(types)], flat[bad[0]]
+        msg = (
+            f"the {typ} total {value} does not fit in int64 (-2**63 to 2**63 - 1), the "
+            "dtype of the results; aggregate fewer rows or smaller amounts of that type."
+        )
+        raise OverflowError(msg)
+
+
+def _accumulate(
+    codes: np.ndarray, size: int, amounts: np.ndarray, types: Sequence[str]
+) -> np.ndarray:
+    """Sum ``amounts`` into ``size`` cells (``code % len(types)`` is the impact type)."""
     out = np.zeros(size, dtype=np.int64)
     np.add.at(out, codes, amounts)  # exact int64 sums, unlike float-weighted bincount
+    # int64 wraps silently. Real amounts are far below the bound, so the exact (slow) sums
+    # in Python ints are only computed when the bound says a sum might wrap.
+    if _may_overflow(amounts, len(amounts)):
+        exact = np.zeros(size, dtype=object)
+        np.add.at(exact, codes, amounts.astype(object))
+        _check_range(exact, types)
     return out
 
 
@@ -239,6 +281,8 @@ def totals(df: pd.DataFrame, by: str | Sequence[str] | None = None) -> pd.Series
     ------
     ValueError
         If ``df`` is not a records frame or ``by`` names a column it does not have.
+    OverflowError
+        If a total does not fit in int64 (the message names its impact type).
 
     Examples
     --------
@@ -255,7 +299,7 @@ def totals(df: pd.DataFrame, by: str | Sequence[str] | None = None) -> pd.Series
     types = _impact_types(df)
     t = _type_codes(df, types)
     ids, keys, n_groups = _groups(df, by_cols)
-    sums = _accumulate(ids * len(types) + t, n_groups * len(types), _amounts(df))
+    sums = _accumulate(ids * len(types) + t, n_groups * len(types), _amounts(df), types)
     if not by_cols:
         index = pd.Index(list(types), name=C.impact_type)
         return pd.Series(sums, index=index, name=C.amount).astype("Int64")
@@ -283,7 +327,7 @@ def _summary(
         )
         raise ValueError(msg)
     codes = (ids * n_periods + p) * n_types + t
-    sums = _accumulate(codes, n_groups * n_periods * n_types, _amounts(df))
+    sums = _accumulate(codes, n_groups * n_periods * n_types, _amounts(df), types)
     index: pd.Index
     if not by_cols:
         index = starts
@@ -329,6 +373,8 @@ def summarize(
     ValueError
         If ``df`` is not a records frame, ``freq`` is not a positive offset alias, or ``by``
         names a column the frame does not have.
+    OverflowError
+        If a total does not fit in int64 (the message names its impact type).
 
     Examples
     --------
@@ -369,6 +415,8 @@ def cumulative(
     ------
     ValueError
         As :func:`summarize`.
+    OverflowError
+        If a running total does not fit in int64 (the message names its impact type).
 
     Examples
     --------
@@ -386,7 +434,9 @@ def cumulative(
     >>> cumulative(df, by="category")["tree_planted"].unstack("category").to_numpy().tolist()
     [[2, 0], [2, 4], [5, 4]]
     """
-    sums, index, types, _, _ = _summary(df, freq, by, "cumulative")
+    sums, index, types, _, n_periods = _summary(df, freq, by, "cumulative")
+    if _may_overflow(sums, n_periods):  # each period's sum fits; a running one may not
+        _check_range(sums.astype(object).cumsum(axis=1), types)
     return _int_frame(sums.cumsum(axis=1), index, types)
 
 
@@ -439,6 +489,8 @@ def top_customers(
     ValueError
         If ``df`` lacks a customer column, ``n`` is negative or not an integer, or
         ``impact_type`` is not a known type nor one in the frame.
+    OverflowError
+        If a total does not fit in int64 (the message names its impact type).
 
     Examples
     --------
@@ -466,7 +518,8 @@ def top_customers(
     t = _type_codes(df, types)
     ids, keys, n_groups = _groups(df, [C.customer_email])
     codes = ids * n_types + t
-    sums = _accumulate(codes, n_groups * n_types, _amounts(df)).reshape(n_groups, n_types)
+    sums = _accumulate(codes, n_groups * n_types, _amounts(df), types)
+    sums = sums.reshape(n_groups, n_types)
     counts = np.bincount(codes, minlength=n_groups * n_types).reshape(n_groups, n_types)
     latest = _latest(df, [C.customer_id, C.customer_name], ids, n_groups)
 

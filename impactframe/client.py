@@ -27,12 +27,15 @@ from requests.adapters import HTTPAdapter
 
 from . import _transport
 from ._client_errors import (
+    _FATAL,
     _RETRYABLE_EXCEPTIONS,
     _TRANSIENT,
     _BrokenBody,
     _network_error,
     _not_json,
+    _request_error,
     _status_error,
+    _UnreadableBody,
 )
 from ._client_security import _resolve_api_key, _resolve_base_url, _Secret
 from ._client_walk import _check_walk, _walk_query
@@ -237,6 +240,8 @@ class Client:
                 chunks.extend(response.iter_content(_CHUNK_SIZE))
         except _RETRYABLE_EXCEPTIONS as exc:
             raise _BrokenBody(response.status_code, b"".join(chunks), exc) from exc
+        except requests.RequestException as exc:  # ContentDecodingError: not worth a retry
+            raise _UnreadableBody(response.status_code, exc) from exc
         finally:
             response.close()
         return response.status_code, b"".join(chunks), response.headers
@@ -258,6 +263,8 @@ class Client:
             done = True
         except _RETRYABLE_EXCEPTIONS as exc:
             raise _BrokenBody(response.status, b"".join(chunks), exc) from exc
+        except requests.RequestException as exc:  # as in `_send`
+            raise _UnreadableBody(response.status, exc) from exc
         finally:
             if not done:  # as Response.close: a half-read connection is not reused
                 response.close()
@@ -302,8 +309,12 @@ class Client:
             429 after every retry.
         APIError
             Any other error status (with the API's ``type`` and ``message``), a body that is not
-            JSON or cut short (with the status and the start of the body), or a network failure
-            after every retry (``status=None``, chained to the last exception).
+            JSON or cut short (with the status and the start of the body), a network failure
+            after every retry (``status=None``), or at once any other ``requests`` failure, such
+            as a body that cannot be decoded. A transport failure is named with its type and
+            message, not chained: the ``requests`` exception holds the key header.
+        RuntimeError
+            The client is closed, or was closed while a retry waited (nothing more is sent).
 
         Examples
         --------
@@ -339,6 +350,8 @@ class Client:
                 if isinstance(exc, _BrokenBody):
                     reason = f"HTTP {exc.status}, body cut short: {reason}"
                 retry_after = None
+            except _FATAL as exc:  # not worth another try: a body that cannot be decoded, ...
+                failure = _request_error(exc, self._api_key)
             else:
                 if not (is_retryable_status(status) and attempt < self.max_retries):
                     logger.debug("GET %s -> HTTP %s (attempt %d)", path, status, attempt + 1)
@@ -361,6 +374,10 @@ class Client:
                 delay,
             )
             self._sleep(delay)
+            if self._closed:  # by another thread during the wait: send nothing more
+                msg = f"this Client was closed while GET {path} waited for retry {attempt}"
+                msg += "; the retry was not sent"
+                raise RuntimeError(msg)
 
     def get_page(self, endpoint: str, params: Mapping[str, Any]) -> Page:
         """Fetch one page of an endpoint (with retries) and check its shape.

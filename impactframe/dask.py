@@ -5,9 +5,10 @@ Needs the extra ``impactframe[dask]``; Dask is imported only when a reader is ca
 The reader asks the API for the first and last day of the query (one ``limit=1`` request per
 open end, as ``concurrency=N`` does), splits that range into day windows and builds one
 partition per window with ``dask.dataframe.from_map``. Each partition is fetched, validated
-and typed by `load_records` on whichever worker runs it. Dask must know the columns before
-any partition is fetched, so metadata comes as one JSON column ``metadata`` unless
-``metadata_keys`` names the ``metadata_<key>`` columns wanted.
+and typed by the loaders' pipeline (`load_records`, without a cache) on whichever worker runs
+it. Dask must know the columns before any partition is fetched, so metadata comes as one JSON
+column ``metadata`` unless ``metadata_keys`` names the ``metadata_<key>`` columns wanted; a
+partition warns about each column it finds beyond them, which the Dask frame leaves out.
 
 The API key travels inside the task graph (workers need it) wrapped in an object whose
 ``repr`` is ``***`` and whose Dask token is the key's fingerprint, so printing the frame, its
@@ -18,18 +19,22 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ._constants import DTYPE_BACKENDS
+from ._constants import DTYPE_BACKENDS, ENDPOINTS, IMPACT_TYPES
 from ._fetch import date_bounds
 from ._frame import empty_frame
+from ._frame_fast import FastFrameBuilder
 from ._params import Query, check_choice, normalize_query
 from ._windows import split_windows
 from .client import Client, _resolve_api_key
-from .loaders import load_customer_records, load_records
+from .errors import SchemaDriftWarning
+from .loaders import _load_with
 
 if TYPE_CHECKING:
     import dask.dataframe
@@ -108,6 +113,60 @@ def _conform(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns, index=frame.index)
 
 
+# warnings.catch_warnings swaps process-wide state: partitions built in threads at once would
+# restore each other's, and a warning given while another partition records would land in its
+# record. So building (recording) and reporting take turns; fetching does not.
+_WARNINGS_LOCK = threading.Lock()
+
+
+def _build(builder: FastFrameBuilder, caught: list[warnings.WarningMessage]) -> pd.DataFrame:
+    """``builder.finish()``, its warnings kept in `caught` (`_report` decides what to say)."""
+    builder.flush()  # parse the last pages before taking the lock
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        frame = builder.finish()
+    caught.extend(got)
+    return frame
+
+
+def _report(
+    endpoint: str,
+    frame: pd.DataFrame,
+    meta: pd.DataFrame,
+    caught: list[warnings.WarningMessage],
+) -> None:
+    """Warn about each column of `frame` that `meta` leaves out; pass the other warnings on.
+
+    The builder's drift warnings say the loader's frame keeps such a column; the Dask frame
+    does not, so those are replaced by one `SchemaDriftWarning` per column saying so.
+    """
+    records_key = ENDPOINTS[endpoint][1]
+    why = "the Dask frame's columns (meta) are fixed before any partition is fetched"
+    left_out = [name for name in frame.columns if name not in meta.columns]
+    replaced = tuple(
+        f"{records_key}: unknown {what} {name!r}"
+        for name in left_out
+        for what in ("field", "impact type")
+    )
+    for warning in caught:
+        drift = issubclass(warning.category, SchemaDriftWarning)
+        if not (drift and str(warning.message).startswith(replaced)):
+            warnings.warn(warning.message, stacklevel=2)  # at _WindowReader.__call__
+    new_types = set(frame["impact_type"].cat.categories).difference(IMPACT_TYPES)
+    for name in left_out:
+        if name in new_types:
+            n = int((frame["impact_type"] == name).sum())
+            msg = (
+                f"{records_key}: unknown impact type {name!r} in {n} record(s), kept as a "
+                f"category of impact_type with its amount; its column {name!r} is left out: {why}"
+            )
+        elif name.startswith(_PREFIX) and "metadata" not in meta.columns:
+            continue  # a metadata key the caller did not name in metadata_keys: their choice
+        else:
+            msg = f"{records_key}: unknown field {name!r} is left out: {why}"
+        warnings.warn(msg, SchemaDriftWarning, stacklevel=2)  # at _WindowReader.__call__
+
+
 class _WindowReader:
     """Loads one date window on a worker and shapes it like the Dask frame's meta."""
 
@@ -157,10 +216,13 @@ class _WindowReader:
             "base_url": self.base_url,
         }
         if self.endpoint == "customer_records":
-            frame = load_customer_records(customer_email=self.query.customer_email, **options)
-        else:
-            frame = load_records(**options)
-        return _conform(frame, _meta(self.endpoint, self.metadata_keys, self.dtype_backend))
+            options["customer_email"] = self.query.customer_email
+        caught: list[warnings.WarningMessage] = []
+        frame = _load_with(self.endpoint, lambda builder: _build(builder, caught), **options)
+        meta = _meta(self.endpoint, self.metadata_keys, self.dtype_backend)
+        with _WARNINGS_LOCK:
+            _report(self.endpoint, frame, meta, caught)
+        return _conform(frame, meta)
 
 
 def _check_metadata_keys(metadata_keys: object) -> tuple[str, ...] | None:
@@ -256,7 +318,8 @@ _COMMON_DOC = """
     metadata_keys : list of str, optional
         ``None``: metadata as one JSON string column ``metadata`` (as ``metadata="json"``).
         A list: exactly one string column ``metadata_<key>`` per key (sorted), present even in
-        windows where no record has it; other keys are left out.
+        windows where no record has it; the keys not named are left out (your selection,
+        so without a warning).
     npartitions : int, optional
         Number of date windows (fewer if the range has fewer days); default one per calendar
         month of the range. Windows split the days evenly, not the records.
@@ -275,8 +338,10 @@ _COMMON_DOC = """
         that holds a type this version does not know keeps it as an extra category of that
         partition (nothing is lost; Dask unions categories when partitions are combined),
         but ``meta`` does not list it: call ``.cat.as_unknown()`` before relying on the
-        categories. Columns a record adds beyond the schema (schema drift) are not part of
-        ``meta`` and are left out; the loader's ``SchemaDriftWarning`` still reports them.
+        categories. Dask fixes the columns (``meta``) before any partition is fetched, so
+        what a partition finds beyond them is left out, and the partition says so with one
+        ``SchemaDriftWarning`` per column: fields a record adds beyond the schema (schema
+        drift) and a new impact type's own column.
 
     Raises
     ------

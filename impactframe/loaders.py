@@ -12,7 +12,7 @@ import dataclasses
 import importlib.util
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -58,9 +58,16 @@ def _progress_bar(progress: bool | None, description: str) -> Iterator[Any]:
         bar.close()
 
 
-def _fetch_frame(client: Client, plan: Plan, query: Query) -> pd.DataFrame:
+def _fetch_frame(
+    client: Client,
+    plan: Plan,
+    query: Query,
+    *,
+    finish: Callable[[FastFrameBuilder], pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     # The fast path: pages stay bytes until Arrow parses them in batches (FastFrameBuilder
-    # gives exactly the reference FrameBuilder's frame, warnings and errors).
+    # gives exactly the reference FrameBuilder's frame, warnings and errors). ``finish``
+    # replaces ``builder.finish`` (impactframe.dask handles the builder's warnings itself).
     builder = FastFrameBuilder(plan.endpoint, **plan.builder_options)
     with _progress_bar(plan.progress, f"impactframe {plan.endpoint}") as bar:
         pages = iter_raw_pages(
@@ -90,7 +97,7 @@ def _fetch_frame(client: Client, plan: Plan, query: Query) -> pd.DataFrame:
             builder.flush()
             raise failure
     # Warnings point at the user's call: user -> load_* -> _load -> _fetch_frame.
-    frame = builder.finish(stacklevel=5)
+    frame = builder.finish(stacklevel=5) if finish is None else finish(builder)
     if plan.max_records is not None and len(frame) > plan.max_records:
         # Duplicates dropped by the builder can leave more than enough after the cap was
         # requested; the cap is on the rows returned.
@@ -106,14 +113,16 @@ def _load(
     base_url: str | None,
     **arguments: Any,
 ) -> pd.DataFrame:
-    # Every argument is checked before a client (and so any connection) exists.
+    # Every argument, the cache folder too, is checked before a client (and so any
+    # connection) exists.
     plan = prepare(endpoint, **arguments)
     query = plan.query
+    root = None if plan.cache is False else _cache.resolve_cache_dir(plan.cache)
     with connect(client, api_key, base_url) as active:
-        if plan.cache is False:
+        if root is None:
             return _fetch_frame(active, plan, query)
         # The cache's warnings point at the user's call: user -> load_* -> _load -> cache.
-        store = _cache.ParquetCache(_cache.resolve_cache_dir(plan.cache))
+        store = _cache.ParquetCache(root)
         key = _cache.CacheKey(
             fingerprint=active.fingerprint,
             endpoint=endpoint,
@@ -121,7 +130,9 @@ def _load(
             max_records=plan.max_records,
             **plan.builder_options,
         )
-        with store.lock(key):
+        with store.try_lock(key) as usable:
+            if not usable:  # the disk refused the entry (warned): load without the cache
+                return _fetch_frame(active, plan, query)
             cached = None if plan.refresh == "full" else store.get(key)
             if cached is not None and plan.refresh is False:
                 logger.info("served %d %s from the cache", len(cached), endpoint)
@@ -146,6 +157,24 @@ def _load(
                 )
             store.put(key, frame)
             return frame
+
+
+def _load_with(
+    endpoint: str,
+    finish: Callable[[FastFrameBuilder], pd.DataFrame],
+    *,
+    api_key: str | None,
+    base_url: str | None,
+    **arguments: Any,
+) -> pd.DataFrame:
+    """`load_records` (or `load_customer_records`) without a cache, built by ``finish``.
+
+    For impactframe.dask: its partitions must say what the Dask frame leaves out instead of
+    passing on the builder's warnings (which describe the loader's frame).
+    """
+    plan = prepare(endpoint, **arguments)
+    with connect(None, api_key, base_url) as active:
+        return _fetch_frame(active, plan, plan.query, finish=finish)
 
 
 _COMMON_DOC = """

@@ -448,6 +448,38 @@ def test_cumulative(frame: pd.DataFrame) -> None:
     pd.testing.assert_series_equal(got.iloc[-1], aggregate.totals(frame), check_names=False)
 
 
+def test_sums_that_leave_int64_raise_naming_the_impact_type(backend: str) -> None:
+    big = 2**62
+    rows = [
+        rec("2024-01-01T00:00:00Z", "money_donated", big, email="a@x.io"),
+        rec("2024-02-01T00:00:00Z", "money_donated", big, email="a@x.io"),
+        rec("2024-02-01T00:00:00Z", "tree_planted", 3, email="b@x.io"),
+    ]
+    df = make_frame(rows, endpoint="customer_records", backend=backend)
+    calls = [
+        lambda: aggregate.totals(df),
+        lambda: aggregate.totals(df, by="customer_email"),
+        lambda: aggregate.summarize(df, freq="YS"),
+        lambda: aggregate.summarize(df, freq="YS", by="customer_email"),
+        lambda: aggregate.cumulative(df, freq="YS"),
+        lambda: aggregate.top_customers(df),
+        lambda: aggregate.top_customers(df, impact_type="money_donated"),
+        # Each month's sum fits; the running total of the second does not.
+        lambda: aggregate.cumulative(df, freq="MS"),
+        lambda: aggregate.cumulative(df, freq="MS", by="customer_email"),
+    ]
+    for call in calls:
+        with pytest.raises(OverflowError, match=r"^the money_donated total \d+ does not fit"):
+            call()
+    with pytest.raises(OverflowError, match=f"money_donated total {2 * big} does not fit in int64"):
+        aggregate.totals(df)
+    assert aggregate.summarize(df, freq="MS")["money_donated"].tolist() == [big, big]
+    # Sums near the limit that fit are still exact.
+    fits = make_frame([*rows[:1], {**rows[1], "amount": big - 1}, rows[2]], backend=backend)
+    assert aggregate.totals(fits)["money_donated"] == 2**63 - 1
+    assert aggregate.cumulative(fits)["money_donated"].tolist() == [big, 2**63 - 1]
+
+
 @pytest.mark.parametrize(
     "func", [aggregate.summarize, aggregate.cumulative, aggregate.totals, aggregate.with_units]
 )

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import stat
 import subprocess
 import sys
@@ -25,7 +26,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
-from impactframe import _cache
 from impactframe._cache import (
     SCHEMA_VERSION,
     CacheKey,
@@ -486,10 +486,10 @@ def test_crash_before_the_manifest_is_replaced_keeps_the_old_entry(
             raise Crash
         real_replace(src, dst)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_cache.os, "replace", crashing_replace)
+    monkeypatch.setattr(os, "replace", crashing_replace)
     with pytest.raises(Crash):
         store.put(key, nullable_frame().iloc[:1].reset_index(drop=True))
-    monkeypatch.setattr(_cache.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     got = store.get(key)
     assert got is not None
     assert_same(got, old)
@@ -509,7 +509,7 @@ def test_failing_disk_warns_keeps_old_entry_and_leaves_no_temp_files(
     def full_disk(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_cache.os, "fsync", full_disk)
+    monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.warns(CacheWarning, match="could not be written.*No space left"):
         store.put(key, old.iloc[:1].reset_index(drop=True))
     monkeypatch.undo()
@@ -1079,6 +1079,66 @@ def test_corrupt_entry_is_refetched_with_a_warning(
     server.clear_log()
     assert_same(load(server, cache=tmp_path), network)  # and the entry was repaired
     assert server.requests == []
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "env var names a file"])
+def test_an_unusable_cache_folder_is_a_value_error_before_any_request(
+    server: SandboxServer,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    cache: object = {"a file": a_file, "under a file": a_file / "sub"}.get(where, True)
+    monkeypatch.setenv("IMPACTFRAME_CACHE_DIR", str(a_file))
+    server.clear_log()
+    with pytest.raises(ValueError, match=r"^cache.*cannot be used as the cache folder") as info:
+        load(server, cache=cache)
+    message = str(info.value)
+    assert f"{str(a_file)!r} is a file, not a folder" in message
+    assert "expected a folder path (created if missing), True" in message
+    assert "or False (no cache)" in message
+    if cache is True:
+        assert "IMPACTFRAME_CACHE_DIR" in message
+    assert server.requests == []
+    assert a_file.read_text() == ""  # nothing written over it
+
+
+def test_a_file_where_the_account_folder_goes_loads_without_the_cache(
+    server: SandboxServer, tmp_path: pathlib.Path
+) -> None:
+    network = load(server)
+    client = Client(api_key=server.api_key, base_url=server.url)
+    (tmp_path / client.fingerprint).write_text("in the way")
+    client.close()
+    server.clear_log()
+    with pytest.warns(CacheWarning, match="not using the cache: its entry cannot be locked") as w:
+        frame = load(server, cache=tmp_path)
+    assert [x.filename for x in w] == [__file__]  # one warning, at the caller of the loader
+    assert server.requests  # fetched
+    assert_same(frame, network)
+    assert (tmp_path / client.fingerprint).read_text() == "in the way"
+
+
+def test_a_file_where_the_entry_folder_goes_loads_with_warnings(
+    server: SandboxServer, tmp_path: pathlib.Path
+) -> None:
+    network = load(server)
+    load(server, cache=tmp_path)
+    (entry,) = (p.parent for p in tmp_path.rglob("manifest.json"))
+    shutil.rmtree(entry)
+    entry.write_text("in the way")  # the lock (beside it) works; reading and writing do not
+    server.clear_log()
+    with pytest.warns(CacheWarning) as caught:
+        frame = load(server, cache=tmp_path)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "manifest cannot be read" in messages[0]
+    assert "not cached: the cache entry could not be written" in messages[1]
+    assert {w.filename for w in caught} == {__file__}
+    assert server.requests
+    assert_same(frame, network)
 
 
 def test_cache_true_honours_the_env_var(

@@ -468,6 +468,44 @@ def test_cache_list_and_clear(
     assert err == f"No cache entries in {cache}\n"
 
 
+def test_a_cache_problem_is_printed_once(
+    capsys: pytest.CaptureFixture[str], server: SandboxServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    out = str(tmp_path / "r.parquet")
+    fetch = ["fetch", "records", "--out", out, "--base-url", server.url, "--cache", str(cache)]
+    assert cli(capsys, *fetch, "--max-records", "5")[0] == 0
+    (data,) = cache.rglob("data-*.parquet")
+    data.write_bytes(b"garbage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # the CLI shows warnings; pytest would raise them
+        code, stdout, err = cli(capsys, *fetch, "--max-records", "5")
+    assert code == 0
+    assert stdout.startswith("5 rows, ")
+    assert err.startswith("impactframe: warning: CacheWarning: ignoring a cache entry because ")
+    assert "does not match the manifest's sha256" in err
+    assert err.count("\n") == 1  # the warning, not also a log line saying the same
+
+
+def test_an_unusable_cache_folder_is_exit_2(
+    capsys: pytest.CaptureFixture[str], server: SandboxServer, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    out = tmp_path / "r.parquet"
+    server.clear_log()
+    code, stdout, err = cli(
+        capsys, "fetch", "records", "--out", str(out), "--base-url", server.url,
+        "--cache", str(a_file / "cache"),
+    )  # fmt: skip
+    assert (code, stdout) == (2, "")
+    assert err.startswith("impactframe fetch: error: cache: ")
+    assert f"{str(a_file)!r} is a file, not a folder" in err
+    assert err.count("\n") == 1
+    assert server.requests == []
+    assert not out.exists()
+
+
 def test_cache_defaults_to_the_environment_folder(
     capsys: pytest.CaptureFixture[str], server: SandboxServer, tmp_path: Path
 ) -> None:
@@ -597,6 +635,28 @@ def test_write_frame_is_atomic(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["r.parquet"]
     with pytest.raises(ValueError, match=r"ending in \.parquet or \.csv"):
         write_frame(frame, tmp_path / "r.json")
+
+
+def test_csv_times_are_in_the_api_form_for_both_backends(
+    server: SandboxServer, tmp_path: Path
+) -> None:
+    query = {"end_date": "2023-06-30", "metadata": "drop"}
+    texts = {}
+    for backend in ("numpy_nullable", "pyarrow"):
+        frame = load(server, dtype_backend=backend, **query)
+        texts[backend] = write_frame(frame, tmp_path / f"{backend}.csv").read_text()
+    assert texts["pyarrow"] == texts["numpy_nullable"]
+    got = pd.read_csv(tmp_path / "pyarrow.csv", dtype={"time_utc": "string"})
+    assert len(got) > 0
+    assert got["time_utc"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z").all()
+    # Arrow times in another zone are written in UTC, like numpy ones.
+    stamp = pd.Timestamp("2024-01-31T12:00:00.123Z")
+    for unit in ("s", "ms", "us", "ns"):
+        paris = pd.ArrowDtype(pa.timestamp(unit, tz="Europe/Paris"))
+        frame = pd.DataFrame({"time_utc": pd.Series([stamp], dtype=paris)})
+        lines = write_frame(frame, tmp_path / "paris.csv").read_text().splitlines()
+        expected = "2024-01-31T12:00:00.000Z" if unit == "s" else "2024-01-31T12:00:00.123Z"
+        assert lines == ["time_utc", expected]
 
 
 def test_atomic_output_keeps_the_old_file_on_failure(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import logging
 import random
 import socket
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
+from impactframe import _transport
 from impactframe._constants import ENV_API_KEY, ENV_BASE_URL, IMPACT_TYPES, SANDBOX_URL
 from impactframe._params import normalize_query
 from impactframe._retry import backoff_delay
@@ -199,7 +201,9 @@ def test_plus_in_customer_email_is_not_a_space(
 @pytest.mark.parametrize(
     ("max_records", "sizes", "limits"),
     [
-        (25, [10, 10, 5], ["10", "10", "5"]),
+        # After a cursor one record more than missing (a page may repeat the boundary
+        # record); the extra one is trimmed.
+        (25, [10, 10, 5], ["10", "10", "6"]),
         (20, [10, 10], ["10", "10"]),  # a cursor follows page 2, yet no third request
         (3, [3], ["3"]),
     ],
@@ -227,6 +231,21 @@ def test_max_records_above_the_total_just_ends(
     pages = list(client.iter_pages("records", query, max_records=500))
     assert [len(p.records) for p in pages] == [10, 10, 5]
     assert [r.params["limit"][0] for r in sandbox.requests] == ["10", "10", "10"]
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["Page", "RawPage"])
+def test_a_page_trimmed_to_max_records_keeps_its_unknown_fields(
+    sandbox: SandboxServer, connect: Callable[..., Client], raw: bool
+) -> None:
+    records = generate_records(3, seed=SEED)
+    body = json.dumps({"user_records": records, "has_more": False})
+    sandbox.inject(Fault("status", status=200, body=body), times=1)
+    client = connect(sandbox)
+    walk = client.iter_raw_pages if raw else client.iter_pages
+    pages = list(walk("records", normalize_query("records"), max_records=2))
+    assert len(pages) == 1
+    assert pages[0].records == records[:2]  # cut: the API sent one record too many
+    assert pages[0].extra == ("has_more",)
 
 
 def test_iter_pages_checks_arguments_before_any_request(
@@ -310,7 +329,7 @@ def test_429_retry_after_is_honoured(
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("1", [1.0]), ("3600", [120.0]), ("0", expected_backoff(1)), ("soon", expected_backoff(1))],
+    [("1", [1.0]), ("3600", [120.0]), ("0", [0.0]), ("soon", expected_backoff(1))],
 )
 def test_retry_after_is_capped_and_useless_values_fall_back(
     sandbox: SandboxServer,
@@ -372,6 +391,24 @@ def test_persistent_500_gives_api_error_after_exactly_max_retries_plus_one(
     assert info.value.status == 500
     assert len(sandbox.requests) == 5
     assert fake_sleep == expected_backoff(4)
+
+
+def test_a_client_closed_while_a_retry_waits_sends_nothing_more(
+    sandbox: SandboxServer, connect: Callable[..., Client]
+) -> None:
+    sandbox.inject(Fault("status", status=503), times=None)
+    client = connect(sandbox, max_retries=3)
+    waits: list[float] = []
+
+    def close_during_the_wait(seconds: float) -> None:  # as another thread would
+        waits.append(seconds)
+        client.close()
+
+    client._sleep = close_during_the_wait
+    with pytest.raises(RuntimeError, match=r"closed while GET /v1/records waited for retry 1"):
+        client.get_page("records", {})
+    assert len(waits) == 1
+    assert [r.status for r in sandbox.requests] == [503]  # the retry was never sent
 
 
 def test_max_retries_zero_means_one_request(
@@ -489,6 +526,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/echo-key-json":
             body = {"type": "invalid_request", "message": f"bad header {key}"}
             self._send(400, json.dumps(body).encode(), "application/json")
+        elif path == "/gzip-junk":  # says gzip, is not: requests' ContentDecodingError
+            junk = b"\x1f\x8b\x08\x00not-gzip-at-all" * 4
+            self._send(200, junk, "application/json", {"Content-Encoding": "gzip"})
         elif path == "/redirect":
             self.send_response(302)
             self.send_header("Location", "http://attacker.invalid/steal")
@@ -502,9 +542,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(404, b'{"type": "not_found", "message": "no such path"}', "application/json")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -572,6 +616,53 @@ def test_body_of_the_wrong_shape_is_a_validation_error(
     client = connect(local)
     with pytest.raises(ValidationError, match=r"^response body: expected a JSON object, got list"):
         client.get_page("customer_records", {})
+
+
+def _raise_for_status(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    response.raise_for_status()  # a common session hook; it also takes requests' own route
+
+
+@pytest.mark.parametrize("route", ["pooled", "requests"])
+def test_a_body_that_cannot_be_decoded_is_an_api_error_that_hides_the_key(
+    local: LocalServer, connect: Callable[..., Client], fake_sleep: list[float], route: str
+) -> None:
+    local.paths.clear()
+    session = requests.Session()
+    if route == "requests":
+        session.hooks["response"].append(_raise_for_status)
+    client = connect(local, api_key=SECRET, session=session, max_retries=3)
+    with pytest.raises(APIError) as info:
+        client.get_json("/gzip-junk")
+    pooled = _transport.usable(client._route, local.url + "/gzip-junk")  # type: ignore[arg-type]
+    assert pooled == (route == "pooled")
+    session.close()
+    error = info.value
+    assert error.status == 200
+    assert "could not be read (ContentDecodingError" in error.message
+    assert local.paths == ["/gzip-junk"]  # no retry mends it
+    assert fake_sleep == []
+    # Not chained: the requests exception holds the prepared request, key header and all.
+    assert error.__cause__ is None
+    assert error.__context__ is None
+    assert SECRET not in str(error)
+    assert SECRET not in "".join(traceback.format_exception(error))
+
+
+def test_other_requests_failures_are_api_errors_with_their_status(
+    local: LocalServer, connect: Callable[..., Client], fake_sleep: list[float]
+) -> None:
+    # A session hook that raises requests.HTTPError: reported at once, with the response's status.
+    session = requests.Session()
+    session.hooks["response"].append(_raise_for_status)
+    client = connect(local, api_key=SECRET, session=session)
+    with pytest.raises(APIError, match=r"the request failed \(HTTPError: 404") as info:
+        client.get_json("/nothing")
+    session.close()
+    assert info.value.status == 404
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
+    assert SECRET not in "".join(traceback.format_exception(info.value))
+    assert fake_sleep == []
 
 
 def test_redirect_is_not_followed(local: LocalServer, connect: Callable[..., Client]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,7 +99,18 @@ def test_metadata_keys_select_exactly_those_columns(conn: dict[str, str]) -> Non
     expected = full[[*fixed, "metadata_order_id", "metadata_source"]].copy()
     missing = pd.Series(pd.NA, index=expected.index, dtype=expected["user_id"].dtype)
     expected.insert(len(fixed), "metadata_not_a_key", missing)
-    assert_frame_equal(_compute(ddf), expected)
+    assert_frame_equal(_compute(ddf), expected)  # the keys not named: left out quietly
+
+
+def test_metadata_keys_not_named_are_left_out_without_a_warning(conn: dict[str, str]) -> None:
+    # metadata_keys is the caller's selection: the other keys go, and no warning says so
+    # (pytest turns any warning into an error here).
+    ddf = read_records(**conn, metadata_keys=["source"], npartitions=3)
+    full = _load(conn)
+    for i in range(ddf.npartitions):
+        part = ddf.get_partition(i).compute(scheduler="sync")
+        assert [c for c in part.columns if c.startswith("metadata")] == ["metadata_source"]
+    assert sum(c.startswith("metadata_") for c in full.columns) > 3  # there were others
 
 
 def test_customer_records(conn: dict[str, str]) -> None:
@@ -138,14 +150,57 @@ def test_a_new_impact_type_in_a_window_is_kept(tmp_path: Any) -> None:
         conn = {"api_key": srv.api_key, "base_url": srv.url}
         ddf = read_records(**conn, npartitions=4)
         assert list(ddf.dtypes["impact_type"].categories) == list(IMPACT_TYPES)
-        with pytest.warns(SchemaDriftWarning, match="kelp_planted"):
+        with pytest.warns(SchemaDriftWarning, match="kelp_planted") as caught:
             got = _compute(ddf)
         with pytest.warns(SchemaDriftWarning, match="kelp_planted"):
             expected = _load(conn, metadata="json")
+    # The partition says the column is left out, not (as the loader does) that it is kept.
+    (message,) = [str(w.message) for w in caught]
+    assert "unknown impact type 'kelp_planted' in 1 record(s)" in message
+    assert "its column 'kelp_planted' is left out" in message
+    assert "Int64 column" not in message
     # The value and its amount are kept; the type's own column is not in meta.
     assert got.loc[got["impact_type"] == "kelp_planted", "amount"].tolist() == [7]
     assert list(got["impact_type"].cat.categories) == [*IMPACT_TYPES, "kelp_planted"]
     assert_frame_equal(got, expected.drop(columns="kelp_planted"))
+
+
+DRIFT = [
+    {
+        "user_id": f"U{i}",
+        "time_utc": f"2024-0{month}-0{day}T00:00:00.000Z",
+        "tree_planted": i,
+        "planted_by": "volunteers",
+    }
+    for i, (month, day) in enumerate([(1, 1), (1, 2), (2, 1), (3, 1), (3, 2), (4, 1)], 1)
+]
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_field_left_out_by_meta_is_named_not_said_kept(scheduler: str) -> None:
+    before = (list(warnings.filters), warnings.showwarning)
+    with SandboxServer(records=DRIFT, customer_records=[]) as srv:
+        conn = {"api_key": srv.api_key, "base_url": srv.url}
+        ddf = read_records(**conn, npartitions=4)
+        with pytest.warns(SchemaDriftWarning) as caught:
+            got = ddf.compute(scheduler=scheduler).reset_index(drop=True)
+        with pytest.warns(SchemaDriftWarning, match="'planted_by' kept as a column"):
+            expected = _load(conn, metadata="json")
+    assert "planted_by" not in got.columns
+    assert_frame_equal(got, expected.drop(columns="planted_by"))
+    messages = [str(w.message) for w in caught]
+    assert all("kept" not in m for m in messages)
+    # One warning per partition (four windows, each holding the field).
+    assert (
+        messages
+        == [
+            "user_records: unknown field 'planted_by' is left out: the Dask frame's columns (meta) "
+            "are fixed before any partition is fetched"
+        ]
+        * 4
+    )
+    # Threads built partitions at once: no warning state was left behind.
+    assert (list(warnings.filters), warnings.showwarning) == before
 
 
 # --- the key ------------------------------------------------------------------------------------

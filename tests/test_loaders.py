@@ -227,7 +227,7 @@ def test_max_records_fetches_no_extra_page(conn: dict, server: SandboxServer) ->
     assert len(df) == 100
     assert_frame_equal(df, _truth(RECORDS).iloc[:100])
     limits = [int(r.params["limit"][0]) for r in server.requests]
-    assert limits == [40, 40, 20]
+    assert limits == [40, 40, 21]  # after a cursor, one more than missing (see _walk_query)
 
 
 def test_client_and_credentials_are_alternatives(server: SandboxServer) -> None:
@@ -431,3 +431,49 @@ def test_unknown_response_fields_are_warned_by_export(
     with pytest.warns(ifr.SchemaDriftWarning, match="'has_more'"):
         result = ifr.export_parquet(tmp_path / "out", "records", **conn)  # type: ignore[operator]
     assert result.records == 3
+
+
+# Two different records share a key; no other field is new, so the fast path builds the frame.
+_CONFLICTING = [
+    *(
+        {"user_id": f"U{day}", "time_utc": f"2024-01-{day:02d}T00:00:00.000Z", "tree_planted": 1}
+        for day in range(1, 11)
+    ),
+    {"user_id": "U5", "time_utc": "2024-01-05T00:00:00.000Z", "tree_planted": 2},
+]
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "cached"), [(1, False), (2, False), (1, True)], ids=["one", "two", "cache"]
+)
+def test_duplicate_warning_points_at_the_caller(
+    concurrency: int, cached: bool, tmp_path: object
+) -> None:
+    records = sorted(_CONFLICTING, key=lambda r: (r["time_utc"], r["user_id"]))
+    with SandboxServer(records=records, customer_records=[]) as srv:
+        options = {"cache": tmp_path} if cached else {}
+        with pytest.warns(ifr.DuplicateRecordWarning) as caught:
+            df = ifr.load_records(
+                api_key=srv.api_key,
+                base_url=srv.url,
+                progress=False,
+                page_size=3,
+                concurrency=concurrency,
+                **options,
+            )
+    assert len(df) == len(records)
+    assert [w.category for w in caught] == [ifr.DuplicateRecordWarning]
+    assert caught[0].filename == __file__  # the caller's line, not impactframe's nor sys
+
+
+def test_unknown_response_fields_survive_the_max_records_trim(
+    server: SandboxServer, conn: dict
+) -> None:
+    # The API sends more records than the cap asks for; the page is cut, its field still warned.
+    body = {"user_records": RECORDS[:3], "has_more": False}
+    server.inject(Fault("status", status=200, body=json.dumps(body)), times=1)
+    with pytest.warns(ifr.SchemaDriftWarning, match="'has_more'") as caught:
+        df = ifr.load_records(max_records=2, **conn)
+    assert len(caught) == 1
+    assert caught[0].filename == __file__
+    assert_frame_equal(df, records_to_frame(RECORDS[:2]))

@@ -66,7 +66,14 @@ def test_raw_retry_after_header_is_parsed_with_now() -> None:
     assert backoff_delay(0, retry_after=header, rng=rng, now=NOW) == 45.0
 
 
-@pytest.mark.parametrize("useless", [0.0, -5.0, float("nan"), "0", "-1", "garbage"])
+@pytest.mark.parametrize("now_please", [0.0, -5.0, "0", "-1", "Mon, 01 Jan 2024 11:59:00 GMT"])
+def test_retry_after_asking_for_no_wait_is_honoured(now_please: float | str) -> None:
+    # The server says "now" (0, a negative delay, a date in the past): retry at once; the
+    # retries stay bounded by max_retries.
+    assert backoff_delay(2, retry_after=now_please, rng=random.Random(1), now=NOW) == 0.0
+
+
+@pytest.mark.parametrize("useless", [float("nan"), "nan", "inf", "garbage"])
 def test_useless_retry_after_falls_back_to_backoff(useless: float | str) -> None:
     delay = backoff_delay(2, retry_after=useless, rng=random.Random(1), now=NOW)
     assert delay == backoff_delay(2, retry_after=None, rng=random.Random(1))
@@ -89,10 +96,10 @@ def test_attempt_must_be_a_non_negative_int(bad: object) -> None:
         ("Mon, 01 Jan 2024 12:00:30 GMT", 30.0),
         ("Monday, 01-Jan-24 12:01:00 GMT", 60.0),  # RFC 850, still allowed by RFC 9110
         ("Mon Jan  1 12:00:10 2024", 10.0),  # asctime
-        ("Mon, 01 Jan 2024 13:00:00 +0100", None),  # 12:00 UTC: now, so no wait
-        ("Mon, 01 Jan 2024 11:59:00 GMT", None),  # in the past
-        ("0", None),
-        ("-3", None),
+        ("Mon, 01 Jan 2024 13:00:00 +0100", 0.0),  # 12:00 UTC: now, so no wait
+        ("Mon, 01 Jan 2024 11:59:00 GMT", 0.0),  # in the past: now
+        ("0", 0.0),
+        ("-3", 0.0),
         ("inf", None),
         ("nan", None),
         ("", None),

@@ -18,7 +18,7 @@ e-mail missing or not a string; its name not a string.
 Pages (``PAGE_CASES``): a body that is a list, null, a string or a number; the records field
 missing, an object, a string, null, or holding a non-object; a cursor that is a number, a
 bool, an object, a list or NaN; an HTML page; invalid UTF-8; an amount of 5000 digits (past
-Python's int limit); an empty body, and one nested too deep (a client bug, marked xfail).
+Python's int limit); an empty body, and one nested too deep (once a bare RecursionError).
 
 Last, hypothesis feeds ``parse_page`` and ``records_to_frame`` arbitrary JSON in every field of
 the envelope and of the records: the outcome is a valid frame or a ``ValidationError``.

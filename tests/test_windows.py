@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -186,25 +187,19 @@ def test_a_walk_waiting_out_a_retry_after_is_abandoned_at_once() -> None:
 
     from impactframe import Client
     from impactframe._fetch import _walk
+    from impactframe._handoff import Handoff, WindowPages
     from impactframe._params import normalize_query
     from impactframe.client import WalkAbandoned
     from impactframe.sandbox import Fault
 
-    outcome: list[BaseException | None] = []
     stop = threading.Event()
+    handoff, window = Handoff(stop, budget=None), WindowPages()
     with SandboxServer(n_records=50) as server:
         server.inject(Fault("status", status=429, retry_after="60"))
         with Client(server.api_key, base_url=server.url) as client:
-
-            def work() -> None:
-                try:
-                    _walk(client, "records", normalize_query("records"), False, stop)
-                except BaseException as exc:  # handed to the test thread to assert on
-                    outcome.append(exc)
-                else:
-                    outcome.append(None)
-
-            worker = threading.Thread(target=work)
+            query = normalize_query("records")
+            args = (client, "records", query, False, handoff, window, stop)
+            worker = threading.Thread(target=_walk, args=args)
             worker.start()
             deadline = time.monotonic() + 10
             while not server.requests and time.monotonic() < deadline:
@@ -215,6 +210,69 @@ def test_a_walk_waiting_out_a_retry_after_is_abandoned_at_once() -> None:
             waited = time.monotonic() - began
     assert not worker.is_alive()
     assert waited < 5  # not the 60 s the API asked for
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], WalkAbandoned)
+    assert window.done
+    assert isinstance(window.error, WalkAbandoned)
     assert [r.status for r in server.requests] == [429]  # no retry was sent after the stop
+
+
+def test_a_page_budget_bounds_the_pages_waiting_for_the_caller() -> None:
+    # A caller far slower than the network: with a budget of 5 pages, the workers may only
+    # run ahead by a bound set by the budget, however many pages the windows hold.
+    import time
+
+    from impactframe import Client
+    from impactframe._fetch import _windowed_pages
+    from impactframe._params import normalize_query
+
+    records = generate_records(600, seed=8, start="2024-01-01", end="2024-01-24")
+    budget, concurrency = 5, 3
+    with SandboxServer(records=records) as server:
+        with Client(server.api_key, base_url=server.url) as client:
+            query = normalize_query("records", page_size=5)
+            pages = _windowed_pages(client, "records", query, concurrency, False, budget)
+            rows, ahead = 0, []
+            for read, page in enumerate(pages, start=1):
+                rows += len(page.records)
+                time.sleep(0.005)  # let the workers run as far ahead as they may
+                fetched = len(server.requests) - 2  # the two probes find the date range
+                ahead.append(fetched - read)
+        assert rows == len(records)
+    # Waiting: up to the budget across the windows, up to the budget more of the head's own
+    # (its worker pauses only on those), and one request in flight per worker.
+    assert max(ahead) <= 2 * budget + concurrency, max(ahead)
+    assert max(ahead) >= budget  # the workers did run ahead: the test can fail
+
+
+def test_the_prefetch_thread_ends_when_the_caller_stops_during_a_retry_wait() -> None:
+    # One cursor chain fetched ahead on a background thread: the caller stops while that
+    # thread waits out a minute-long Retry-After. The thread must end, sending nothing more.
+    import threading
+    import time
+
+    from impactframe import Client
+    from impactframe._fetch import iter_raw_pages
+    from impactframe._params import normalize_query
+    from impactframe.sandbox import Fault, encode_cursor
+
+    records = generate_records(50, seed=9)
+    with SandboxServer(records=records) as server:
+        with Client(server.api_key, base_url=server.url) as client:
+            first = records[:10]
+            cursor = encode_cursor(first[-1]["time_utc"], first[-1]["user_id"])
+            body = json.dumps({"user_records": first, "cursor": cursor})
+            server.inject(Fault("status", status=200, body=body), times=1)  # page 1, then
+            server.inject(Fault("status", status=429, retry_after="60"), times=1)  # a 429
+            pages = iter_raw_pages(client, "records", normalize_query("records", page_size=10))
+            assert next(pages).count == 10  # the thread now fetches page 2 and gets the 429
+            deadline = time.monotonic() + 10
+            while len(server.requests) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            pages.close()
+            began = time.monotonic()
+            while time.monotonic() - began < 5 and any(
+                t.name == "impactframe-fetch" for t in threading.enumerate()
+            ):
+                time.sleep(0.01)
+            ended_after = time.monotonic() - began
+        assert ended_after < 5  # not the 60 s Retry-After
+        assert [r.status for r in server.requests] == [200, 429]

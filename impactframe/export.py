@@ -42,6 +42,9 @@ logger = logging.getLogger("impactframe")
 
 #: Columns a dataset can be partitioned by, as hive folders (``year=2024/month=9``).
 PARTITION_KEYS = ("year", "month", "day", "impact_type")
+#: With concurrency, pages fetched ahead of the writer per worker (at most about twice this
+#: waits in memory; see `impactframe._handoff`).
+PAGES_AHEAD_PER_WORKER = 4
 
 #: ``customer-records`` is the CLI's spelling.
 _ENDPOINTS = {
@@ -336,6 +339,9 @@ def _write_dataset(
                 max_records=plan.max_records,
                 concurrency=plan.concurrency,
                 on_page=bar.update if bar is not None else None,
+                # Window walks may run this far ahead of the writer: memory stays bounded
+                # however long the history (SPEC §7), and the workers still overlap.
+                page_budget=PAGES_AHEAD_PER_WORKER * plan.concurrency,
             )
             frames = _batches(
                 pages,

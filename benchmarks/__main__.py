@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,14 +51,16 @@ def sandbox(n: int, latency: float = 0.0) -> Iterator[tuple[str, str]]:
         text=True,
     )
     try:
-        assert process.stdout is not None
+        if process.stdout is None:  # not with stdout=PIPE; a clear error if it ever is
+            msg = "the sandbox process has no stdout pipe"
+            raise RuntimeError(msg)
         url, key = process.stdout.readline().split()
         _SERVERS.append(process.pid)
         yield url, key
     finally:
         _SERVERS.remove(process.pid)
-        assert process.stdin is not None
-        process.stdin.close()  # the server stops when its stdin closes
+        if process.stdin is not None:  # stdin=PIPE: always
+            process.stdin.close()  # the server stops when its stdin closes
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -225,7 +228,9 @@ def tables(results: dict[str, list[dict[str, Any]]], n: int, runs: int) -> str:
     validate_share = statistics.median(r["validate"] / r["seconds"] for r in convert)
     validate_share = round(validate_share, 3)  # judged as printed
     cached = results["cache"]
-    assert all(r["hit"] for r in cached), "the cache runs must read, not fill"
+    if not all(r["hit"] for r in cached):
+        msg = "the cache runs must read, not fill"
+        raise RuntimeError(msg)
     cache_ratio = _median(convert, "seconds") / _median(cached, "seconds")
     on_disk = _per_row(cached, "disk")
     slow, fast = results["concurrency 1"], results["concurrency 8"]
@@ -296,11 +301,29 @@ def write_results(path: Path, text: str) -> None:
     sections (how it measures, how to read the results); a new file holds just the run."""
     old = path.read_text() if path.exists() else ""
     head, marker, rest = old.partition(LATEST_RUN)
-    if not marker:
-        path.write_text(text)
-        return
-    _, next_heading, tail = rest.partition("\n## ")
-    path.write_text(f"{head}{LATEST_RUN}\n\n{text}\n{next_heading}{tail}")
+    if marker:
+        _, next_heading, tail = rest.partition("\n## ")
+        text = f"{head}{LATEST_RUN}\n\n{text}\n{next_heading}{tail}"
+    _replace_file(path, text)
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`: an
+    interrupted run leaves the old results whole, never half a file."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        # mkstemp makes the file 0600; keep the mode write_text would have given it.
+        if path.exists():
+            shutil.copymode(path, temporary)
+        else:
+            os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 LATEST_RUN = "## Latest run"

@@ -103,7 +103,7 @@ def _bodies(url: str, key: str) -> list[bytes]:
     bodies, cursor = [], None
     with requests.Session() as session:
         while True:
-            params = {"limit": PAGE_SIZE, **({"cursor": cursor} if cursor else {})}
+            params: dict[str, Any] = {"limit": PAGE_SIZE, **({"cursor": cursor} if cursor else {})}
             response = session.get(url + PATH, params=params, headers={"x-api-key": key})
             response.raise_for_status()
             bodies.append(response.content)
@@ -151,7 +151,10 @@ def naive(url: str, key: str) -> dict[str, Any]:
         cursor = None
         with requests.Session() as session:
             while True:
-                params = {"limit": PAGE_SIZE, **({"cursor": cursor} if cursor else {})}
+                params: dict[str, Any] = {
+                    "limit": PAGE_SIZE,
+                    **({"cursor": cursor} if cursor else {}),
+                }
                 response = session.get(url + PATH, params=params, headers={"x-api-key": key})
                 response.raise_for_status()
                 body = json.loads(response.content)
@@ -227,7 +230,7 @@ def cache(url: str, key: str, folder: str) -> dict[str, Any]:
     from impactframe._frame import empty_frame
 
     empty_frame(ENDPOINT)
-    kwargs = {"api_key": key, "base_url": url, "progress": False, "cache": folder}
+    kwargs: dict[str, Any] = {"api_key": key, "base_url": url, "progress": False, "cache": folder}
     filled = any(Path(folder).rglob("*.parquet"))
     df, timing = _timed(lambda: ifr.load_customer_records(page_size=PAGE_SIZE, **kwargs))
     on_disk = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())

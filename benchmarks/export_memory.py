@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import multiprocessing.queues
+import multiprocessing.synchronize
 import resource
 import subprocess
 import sys
@@ -26,7 +28,11 @@ SIZES = (200_000, 1_000_000)
 BATCH_RECORDS = 50_000
 
 
-def _serve(n: int, ready: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
+def _serve(
+    n: int,
+    ready: multiprocessing.queues.Queue[tuple[str, str]],
+    stop: multiprocessing.synchronize.Event,
+) -> None:
     from impactframe.sandbox import SandboxServer
 
     with SandboxServer(n_records=n, n_customer_records=0, seed=7) as server:

@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import impactframe as ifr
 from impactframe.sandbox import SandboxServer, generate_records
@@ -30,7 +31,9 @@ def sandbox_process(records: int) -> Iterator[tuple[str, str]]:
     command += ["--records", str(records), "--customer-records", str(records)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None
+        if proc.stdout is None:  # not with stdout=PIPE; a clear error if it ever is
+            msg = "the sandbox process has no stdout pipe"
+            raise RuntimeError(msg)
         for line in proc.stdout:
             if line.startswith("export "):
                 fields = dict(part.split("=", 1) for part in line.split()[1:])
@@ -54,7 +57,7 @@ def median_seconds(func: Callable[[], object], runs: int) -> float:
 
 def cache_hit_vs_network(records: int, runs: int) -> tuple[float, float]:
     with sandbox_process(records) as (url, key), tempfile.TemporaryDirectory() as cache:
-        conn = {"api_key": key, "base_url": url, "progress": False}
+        conn: dict[str, Any] = {"api_key": key, "base_url": url, "progress": False}
 
         def network() -> object:
             return ifr.load_customer_records(**conn)
@@ -77,7 +80,11 @@ def refresh_requests(records: int) -> tuple[int, int, int]:
         for r in generate_records(300, seed=4, customers=True, start="2025-01-01")
     ]
     with SandboxServer(customer_records=history) as server, tempfile.TemporaryDirectory() as cache:
-        conn = {"api_key": server.api_key, "base_url": server.url, "progress": False}
+        conn: dict[str, Any] = {
+            "api_key": server.api_key,
+            "base_url": server.url,
+            "progress": False,
+        }
         ifr.load_customer_records(**conn, cache=cache)
         server.set_records(history + new, endpoint="customer_records")
         server.clear_log()
@@ -85,7 +92,9 @@ def refresh_requests(records: int) -> tuple[int, int, int]:
         refreshed = len(server.requests)
         server.clear_log()
         full = ifr.load_customer_records(**conn)
-        assert df.equals(full), "the refreshed frame must equal a full reload"
+        if not df.equals(full):
+            msg = "the refreshed frame must equal a full reload"
+            raise RuntimeError(msg)
         return len(server.requests), refreshed, len(df)
 
 

@@ -5,14 +5,13 @@ Start with :func:`load_records` and :func:`load_customer_records`; see the READM
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
 from . import (
     _accessor,  # noqa: F401  (registers the DataFrame.impact accessor)
     aggregate,
     schemas,
 )
 from ._privacy import pseudonymize
+from ._version import package_version as _package_version
 from .client import Client
 from .errors import (
     APIError,
@@ -30,10 +29,7 @@ from .export import ExportResult, export_parquet
 from .loaders import load_customer_records, load_records
 from .schemas import CustomerRecordsSchema, RecordsSchema
 
-try:
-    __version__ = _metadata.version("impactframe")
-except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+__version__ = _package_version()
 
 __all__ = [
     "APIError",

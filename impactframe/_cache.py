@@ -47,6 +47,7 @@ from ._cache_files import _key_lock, _make_private_dir, _write_atomic, resolve_c
 from ._cache_key import _FINGERPRINT_RE, CacheKey
 from ._cache_merge import merge, refresh_start
 from ._constants import ENDPOINTS
+from ._version import package_version
 from .errors import CacheWarning
 
 __all__ = [
@@ -328,7 +329,7 @@ class ParquetCache:
         since = refresh_start(frame) if "time_utc" in frame else None
         manifest = {
             "schema_version": SCHEMA_VERSION,
-            "package_version": _package_version(),
+            "package_version": package_version(),
             **key.describe(),
             "digest": key.digest,
             "rows": len(frame),
@@ -421,16 +422,3 @@ class ParquetCache:
                         with contextlib.suppress(OSError):  # still holds other entries
                             folder.rmdir()
         return removed
-
-
-def _package_version() -> str:
-    try:
-        from . import __version__
-    except ImportError:  # imported as a bare namespace package (an odd editable install)
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version("impactframe")
-        except PackageNotFoundError:
-            return "0.0.0"
-    return str(__version__)

@@ -48,7 +48,7 @@ def _make_private_dir(path: pathlib.Path) -> None:
     path.chmod(_DIR_MODE)
 
 
-def resolve_cache_dir(cache: bool | str | os.PathLike[str]) -> pathlib.Path:
+def resolve_cache_dir(cache: bool | str | os.PathLike[str], *, create: bool = True) -> pathlib.Path:
     """Return the cache root folder for the loaders' ``cache=`` argument, creating it.
 
     Parameters
@@ -56,11 +56,14 @@ def resolve_cache_dir(cache: bool | str | os.PathLike[str]) -> pathlib.Path:
     cache : True, str or os.PathLike
         ``True``: ``$IMPACTFRAME_CACHE_DIR`` when set, else the platform's user cache folder
         (``platformdirs.user_cache_dir("impactframe")``). A path: that folder.
+    create : bool, default True
+        Create the folder (``0700``). ``False`` only names it: ``impactframe cache list``
+        must not leave an empty cache folder behind.
 
     Returns
     -------
     pathlib.Path
-        The folder, existing and ``0700`` (when this user owns it).
+        The folder, existing and ``0700`` (when this user owns it) if `create`.
 
     Raises
     ------
@@ -75,22 +78,9 @@ def resolve_cache_dir(cache: bool | str | os.PathLike[str]) -> pathlib.Path:
     >>> oct(root.stat().st_mode & 0o777)
     '0o700'
     """
-    source = "cache"
-    if cache is True:
-        env = os.environ.get(ENV_CACHE_DIR)
-        if env:
-            path = pathlib.Path(env).expanduser()
-            source = f"cache=True (${ENV_CACHE_DIR})"
-        else:
-            import platformdirs
-
-            path = pathlib.Path(platformdirs.user_cache_dir("impactframe"))
-            source = "cache=True (the user cache folder)"
-    elif isinstance(cache, str | os.PathLike) and not isinstance(cache, bool) and str(cache):
-        path = pathlib.Path(cache).expanduser()
-    else:
-        msg = f"cache: {cache!r} is not accepted; expected True or a folder path"
-        raise ValueError(msg)
+    path, source = _cache_path(cache)
+    if not create:
+        return path
     try:
         _make_private_dir(path)
     except OSError as exc:
@@ -107,6 +97,22 @@ def resolve_cache_dir(cache: bool | str | os.PathLike[str]) -> pathlib.Path:
         )
         raise ValueError(msg) from exc
     return path
+
+
+def _cache_path(cache: object) -> tuple[pathlib.Path, str]:
+    """The folder `cache` names and how to call it in an error message."""
+    if cache is True:
+        env = os.environ.get(ENV_CACHE_DIR)
+        if env:
+            return pathlib.Path(env).expanduser(), f"cache=True (${ENV_CACHE_DIR})"
+        import platformdirs
+
+        path = pathlib.Path(platformdirs.user_cache_dir("impactframe"))
+        return path, "cache=True (the user cache folder)"
+    if isinstance(cache, str | os.PathLike) and not isinstance(cache, bool) and str(cache):
+        return pathlib.Path(cache).expanduser(), "cache"
+    msg = f"cache: {cache!r} is not accepted; expected True or a folder path"
+    raise ValueError(msg)
 
 
 # -- locks ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._cli_output import FRAME_SUFFIXES
 from ._constants import ENV_API_KEY, ENV_CACHE_DIR, IMPACT_TYPES, SORT_ORDERS
+from ._params import _DATE_RE
 from .export import PARTITION_KEYS
 
 __all__ = [
@@ -48,7 +49,6 @@ _ENDPOINT_NAMES = {
     "customer-records": "customer_records",
     "customer_records": "customer_records",
 }
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SECRET_OPTION = re.compile(
     r"(?P<option>--?[\w-]*(?:key|token|secret|password)[\w-]*)(?P<sep>=|\s+)(?P<value>\S+)",
     re.IGNORECASE,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -192,8 +191,10 @@ def _add_cache(commands: Commands, parents: list[Parser]) -> None:
 
 def _run_cache(args: argparse.Namespace) -> int:
     from ._cache import ParquetCache
+    from ._cache_files import resolve_cache_dir
 
-    root = args.cache_dir.expanduser() if args.cache_dir else _default_cache_dir()
+    # Named, not created: listing or clearing must not leave an empty cache folder behind.
+    root = args.cache_dir.expanduser() if args.cache_dir else resolve_cache_dir(True, create=False)
     store = ParquetCache(root)
     if args.action == "clear":
         removed = store.clear()
@@ -218,16 +219,6 @@ def _run_cache(args: argparse.Namespace) -> int:
     for line in format_table([], rows, right=right):
         print(line)
     return 0
-
-
-def _default_cache_dir() -> Path:
-    # resolve_cache_dir(True) would create the folder; listing should not.
-    env = os.environ.get(ENV_CACHE_DIR)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("impactframe"))
 
 
 def _describe_query(entry: dict[str, Any]) -> str:

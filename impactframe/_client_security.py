@@ -8,6 +8,7 @@ non-loopback host unless the caller passes ``allow_insecure=True`` (SPEC §10).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -35,6 +36,15 @@ class _Secret:
 
     def __repr__(self) -> str:
         return "_Secret('***')"
+
+
+def _fingerprint(base_url: str, key: str) -> str:
+    """A short, stable id of (base URL, key) that reveals neither.
+
+    The first 16 hex digits of ``sha256(base_url + "\\n" + key)``: the cache folder name of a
+    `Client` and the Dask token of a key, so it must never change for a given pair.
+    """
+    return hashlib.sha256(f"{base_url}\n{key}".encode()).hexdigest()[:16]
 
 
 def _resolve_api_key(api_key: object) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._frame import _time_problem
+from ._frame_checks import _time_problem
 from ._handoff import Handoff, WindowPages
 from ._paging import RawPage
 from ._windows import split_windows

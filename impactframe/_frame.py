@@ -33,7 +33,6 @@ import pyarrow as pa
 
 from ._constants import DEFAULT_METADATA_PREFIX, IMPACT_TYPES
 from ._frame_checks import PageChecker, _format_ms, _json, _short
-from ._frame_checks import _time_problem as _time_problem  # re-exported for impactframe._fetch
 from ._frame_columns import _Columns, _Sparse, _sparse_row, _spread
 from ._frame_dedup import Repeats, warn_conflicts
 from ._frame_drift import _BadRow, _drift_array, check_names, classify, warn_drift

@@ -21,6 +21,7 @@ from ._constants import (
     IMPACT_TYPES,
     METADATA_MODES,
 )
+from ._params import check_choice, reject
 
 __all__ = ["FrameOptions", "backend_dtype", "check_options", "fixed_columns"]
 
@@ -45,21 +46,13 @@ def check_options(
     >>> check_options(metadata="flat")
     Traceback (most recent call last):
     ...
-    ValueError: metadata must be one of 'columns', 'dict', 'json', 'drop'; got 'flat'
+    ValueError: metadata: 'flat' is not accepted; expected one of 'columns', 'dict', 'json', 'drop'
     """
-    for name, value, accepted in (
-        ("endpoint", endpoint, tuple(ENDPOINTS)),
-        ("metadata", metadata, METADATA_MODES),
-        ("dtype_backend", dtype_backend, DTYPE_BACKENDS),
-    ):
-        if not isinstance(value, str) or value not in accepted:
-            msg = f"{name} must be one of {', '.join(map(repr, accepted))}; got {value!r}"
-            raise ValueError(msg)
+    check_choice(endpoint, "endpoint", ENDPOINTS)
+    check_choice(metadata, "metadata", METADATA_MODES)
+    check_choice(dtype_backend, "dtype_backend", DTYPE_BACKENDS)
     if not isinstance(metadata_prefix, str) or not metadata_prefix:
-        msg = (
-            f"metadata_prefix must be a non-empty string like 'metadata_'; got {metadata_prefix!r}"
-        )
-        raise ValueError(msg)
+        reject("metadata_prefix", metadata_prefix, "a non-empty string like 'metadata_'")
 
 
 def fixed_columns(endpoint: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Pure normalisation and validation of query arguments (SPEC §2); no I/O.
 
 Every check runs before a request is sent and raises ``ValueError`` whose message names the
-argument and the values it accepts, so a typo costs no round trip.
+argument and the values it accepts, so a typo costs no round trip. `reject` words that message
+for the whole library: ``"<argument>: <value!r> is not accepted; expected <what is accepted>"``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from ._constants import ENDPOINTS, IMPACT_TYPES, MAX_PAGE_SIZE, MIN_PAGE_SIZE, SORT_ORDERS
 
@@ -21,6 +22,7 @@ __all__ = [
     "normalize_date",
     "normalize_max_records",
     "normalize_query",
+    "reject",
 ]
 
 # Strict: ``date.fromisoformat`` alone would also take "20240101" and "2024-W01-1".
@@ -30,6 +32,38 @@ _DATE_ACCEPTED = "a 'YYYY-MM-DD' string, datetime.date, datetime.datetime or pan
 
 def _choices(choices: Iterable[str]) -> str:
     return ", ".join(repr(c) for c in choices)
+
+
+def reject(argument: str, value: object, accepted: str, *, shown: str | None = None) -> NoReturn:
+    """Raise the library's ``ValueError`` for a bad argument, in its one wording.
+
+    Parameters
+    ----------
+    argument : str
+        The argument's name; it comes first, so the message reads well after a traceback.
+    value : object
+        The argument as the user gave it; the message shows its ``repr``.
+    accepted : str
+        What the argument accepts, read after "expected".
+    shown : str, optional
+        Shown instead of the ``repr``: for a value that must not be echoed (a key) or whose
+        ``repr`` would bury the message (a whole DataFrame).
+
+    Raises
+    ------
+    ValueError
+        Always.
+
+    Examples
+    --------
+    >>> reject("concurrency", 0, "an int >= 1")
+    Traceback (most recent call last):
+    ...
+    ValueError: concurrency: 0 is not accepted; expected an int >= 1
+    """
+    shown = repr(value) if shown is None else shown
+    msg = f"{argument}: {shown} is not accepted; expected {accepted}"
+    raise ValueError(msg)
 
 
 def check_choice(value: object, argument: str, choices: Iterable[str]) -> str:
@@ -65,8 +99,7 @@ def check_choice(value: object, argument: str, choices: Iterable[str]) -> str:
     """
     choices = tuple(choices)
     if not isinstance(value, str) or value not in choices:
-        msg = f"{argument}: {value!r} is not accepted; expected one of {_choices(choices)}"
-        raise ValueError(msg)
+        reject(argument, value, f"one of {_choices(choices)}")
     return value
 
 
@@ -157,8 +190,7 @@ def normalize_max_records(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"max_records: {value!r} is not accepted; expected None (no cap) or an int >= 1"
-        raise ValueError(msg)
+        reject("max_records", value, "None (no cap) or an int >= 1")
     return value
 
 
@@ -171,11 +203,7 @@ def _normalize_filter_by(value: object) -> tuple[str, ...] | None:
     elif isinstance(value, Iterable) and not isinstance(value, bytes | bytearray | dict):
         items = list(value)
     else:
-        msg = (
-            f"filter_by: {value!r} is not accepted; expected an impact type or a list of them "
-            f"({_choices(IMPACT_TYPES)})"
-        )
-        raise ValueError(msg)
+        reject("filter_by", value, f"an impact type or a list of them ({_choices(IMPACT_TYPES)})")
     if not items:
         msg = (
             "filter_by: an empty list selects nothing; pass None for every impact type or "
@@ -197,11 +225,7 @@ def _normalize_page_size(value: object, argument: str = "page_size") -> int:
         or not isinstance(value, int)
         or not MIN_PAGE_SIZE <= value <= MAX_PAGE_SIZE
     ):
-        msg = (
-            f"{argument}: {value!r} is not accepted; expected an int from {MIN_PAGE_SIZE} "
-            f"to {MAX_PAGE_SIZE}"
-        )
-        raise ValueError(msg)
+        reject(argument, value, f"an int from {MIN_PAGE_SIZE} to {MAX_PAGE_SIZE}")
     return value
 
 
@@ -215,8 +239,7 @@ def _normalize_customer_email(value: object, endpoint: str) -> str | None:
         )
         raise ValueError(msg)
     if not isinstance(value, str) or not value.strip():
-        msg = f"customer_email: {value!r} is not accepted; expected a non-empty str or None"
-        raise ValueError(msg)
+        reject("customer_email", value, "a non-empty str or None")
     return value
 
 

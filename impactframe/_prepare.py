@@ -15,8 +15,9 @@ import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from ._constants import DEFAULT_METADATA_PREFIX, DTYPE_BACKENDS, METADATA_MODES
-from ._params import Query, check_choice, normalize_max_records, normalize_query
+from ._constants import DEFAULT_METADATA_PREFIX
+from ._frame_options import check_options
+from ._params import Query, normalize_max_records, normalize_query, reject
 from .client import Client
 
 __all__ = ["CacheOption", "DateLike", "Plan", "Refresh", "connect", "prepare"]
@@ -48,25 +49,21 @@ class Plan:
 
     def __post_init__(self) -> None:
         # The options in the loaders' order: with several bad, the same one is named first.
-        check_choice(self.metadata, "metadata", METADATA_MODES)
-        check_choice(self.dtype_backend, "dtype_backend", DTYPE_BACKENDS)
-        prefix, concurrency, progress = self.metadata_prefix, self.concurrency, self.progress
+        check_options(
+            metadata=self.metadata,
+            metadata_prefix=self.metadata_prefix,
+            dtype_backend=self.dtype_backend,
+        )
+        concurrency, progress = self.concurrency, self.progress
         cache, refresh = self.cache, self.refresh
-        if not isinstance(prefix, str) or not prefix:
-            msg = f"metadata_prefix must be a non-empty string; got {prefix!r}"
-            raise ValueError(msg)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            msg = f"concurrency must be an integer >= 1; got {concurrency!r}"
-            raise ValueError(msg)
+            reject("concurrency", concurrency, "an int >= 1")
         if progress is not None and not isinstance(progress, bool):
-            msg = f"progress must be True, False or None (automatic); got {progress!r}"
-            raise ValueError(msg)
+            reject("progress", progress, "True, False or None (automatic)")
         if not isinstance(cache, bool | str | os.PathLike) or cache == "":
-            msg = f"cache must be True, False or a folder path; got {cache!r}"
-            raise ValueError(msg)
+            reject("cache", cache, "True, False or a folder path")
         if refresh not in (False, True, "full") or not isinstance(refresh, bool | str):
-            msg = f"refresh must be False, True or 'full'; got {refresh!r}"
-            raise ValueError(msg)
+            reject("refresh", refresh, "False, True or 'full'")
 
     @property
     def builder_options(self) -> dict[str, Any]:
@@ -121,7 +118,7 @@ def prepare(
     >>> prepare("records", concurrency=0)
     Traceback (most recent call last):
     ...
-    ValueError: concurrency must be an integer >= 1; got 0
+    ValueError: concurrency: 0 is not accepted; expected an int >= 1
     """
     checked_query = normalize_query(endpoint, **query)
     checked_max = normalize_max_records(max_records)
@@ -166,8 +163,13 @@ def connect(client: Client | None, api_key: str | None, base_url: str | None) ->
         msg = "pass either client= or api_key=/base_url=, not both"
         raise ValueError(msg)
     if client is not None and not isinstance(client, Client):
-        msg = f"client must be an impactframe.Client; got {type(client).__name__}"
-        raise ValueError(msg)
+        # Its type only: a key passed here by mistake must not be echoed.
+        reject(
+            "client",
+            client,
+            "an impactframe.Client",
+            shown=f"a value of type {type(client).__name__}",
+        )
     if client is not None:
         yield client
         return

@@ -26,6 +26,7 @@ import pyarrow as pa
 from pandas.tseries.frequencies import to_offset
 
 from ._constants import IMPACT_TYPES, UNITS
+from ._params import reject
 from .schemas import CustomerRecordsSchema
 
 __all__ = ["cumulative", "summarize", "top_customers", "totals", "with_units"]
@@ -48,22 +49,20 @@ MAX_PERIODS = 1_000_000
 MAX_CELLS = 50_000_000
 
 _FREQ_EXAMPLES = '"D", "W", "MS", "QS", "YS", "ME", "h" or a pandas DateOffset'
+_FREQ_ACCEPTED = f"a pandas offset alias of a positive period such as {_FREQ_EXAMPLES}"
 
 
 # --------------------------------------------------------------------------- validation
 
 
 def _check_frame(df: object, *, need: Sequence[str], func: str) -> pd.DataFrame:
+    # The type or the missing columns, not the repr: a frame's repr would bury the message.
     if not isinstance(df, pd.DataFrame):
-        msg = f"df must be a pandas DataFrame, got {type(df).__name__}."
-        raise ValueError(msg)
+        reject("df", df, "a pandas DataFrame", shown=f"a value of type {type(df).__name__}")
     missing = [c for c in need if c not in df.columns]
     if missing:
-        msg = (
-            f"{func}() needs a records frame (SPEC §3) with column(s) {need}; "
-            f"df is missing {missing}."
-        )
-        raise ValueError(msg)
+        accepted = f"a records frame with column(s) {need} for {func}()"
+        reject("df", df, accepted, shown=f"a frame missing {missing}")
     return df
 
 
@@ -72,30 +71,24 @@ def _check_by(df: pd.DataFrame, by: str | Sequence[str] | None) -> list[str]:
         return []
     cols: list[Any] = [by] if isinstance(by, str) else list(by)
     if not cols:
-        msg = "by must be a column name or a non-empty list of column names, got an empty list."
-        raise ValueError(msg)
+        reject("by", by, "a column name or a non-empty list of column names")
     for col in cols:
         if col not in df.columns:
-            msg = f"by: column {col!r} is not in the frame; accepted: {list(df.columns)}."
-            raise ValueError(msg)
+            reject("by", col, f"a column of the frame: {list(df.columns)}")
     if len(set(cols)) != len(cols):
-        msg = f"by names a column twice: {cols}."
-        raise ValueError(msg)
+        reject("by", by, "distinct column names")
     return cols
 
 
 def _check_freq(freq: object) -> pd.DateOffset:
     if freq is None or isinstance(freq, bool):
-        msg = f"freq must be a pandas offset alias such as {_FREQ_EXAMPLES}, got {freq!r}."
-        raise ValueError(msg)
+        reject("freq", freq, _FREQ_ACCEPTED)
     try:
         offset = to_offset(freq)  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
-        msg = f"freq={freq!r} is not a pandas offset alias; use e.g. {_FREQ_EXAMPLES} ({exc})."
-        raise ValueError(msg) from exc
+        reject("freq", freq, f"{_FREQ_ACCEPTED} (pandas: {exc})")
     if offset is None or offset.n <= 0:
-        msg = f"freq={freq!r} must describe a positive period, e.g. {_FREQ_EXAMPLES}."
-        raise ValueError(msg)
+        reject("freq", freq, _FREQ_ACCEPTED)
     return offset
 
 
@@ -135,8 +128,8 @@ def _impact_types(df: pd.DataFrame) -> tuple[str, ...]:
 def _type_codes(df: pd.DataFrame, types: Sequence[str]) -> np.ndarray:
     codes, uniques = pd.factorize(df[C.impact_type])
     if (codes < 0).any():
-        msg = f"column {C.impact_type!r} has {int((codes < 0).sum())} missing value(s)."
-        raise ValueError(msg)
+        shown = f"a frame with {int((codes < 0).sum())} missing {C.impact_type!r} value(s)"
+        reject("df", df, f"an impact type in every row of {C.impact_type!r}", shown=shown)
     position = {t: i for i, t in enumerate(types)}
     lut = np.array([position[str(u)] for u in uniques], dtype=np.intp)
     return lut[codes] if len(codes) else np.zeros(0, dtype=np.intp)
@@ -169,8 +162,8 @@ def _times(df: pd.DataFrame) -> pd.DatetimeIndex:
     times = pd.DatetimeIndex(df[C.time_utc])
     times = times.tz_localize("UTC") if times.tz is None else times.tz_convert("UTC")
     if times.hasnans:
-        msg = f"column {C.time_utc!r} has missing timestamps."
-        raise ValueError(msg)
+        shown = f"a frame with missing {C.time_utc!r} timestamps"
+        reject("df", df, f"a timestamp in every row of {C.time_utc!r}", shown=shown)
     return times
 
 
@@ -180,8 +173,8 @@ def _period_starts(times: pd.DatetimeIndex, offset: pd.DateOffset) -> pd.Datetim
         return pd.DatetimeIndex([], dtype=times.dtype, name=PERIOD)
     first, last = times.min(), times.max()
     if isinstance(offset, pd.offsets.Tick) and (last - first) / pd.Timedelta(offset) > MAX_PERIODS:
-        msg = f"freq={offset.freqstr!r} gives more than {MAX_PERIODS} periods; pick a coarser one."
-        raise ValueError(msg)
+        accepted = f"a coarser period: this one gives more than {MAX_PERIODS} periods"
+        reject("freq", offset.freqstr, accepted)
     # Resampling the two extremes yields pandas' bins for the whole range, cheaply. In
     # nanoseconds: pandas 3.1 adds a spurious trailing end-anchored bin at ms resolution.
     extremes = pd.DatetimeIndex([first, last])
@@ -230,7 +223,7 @@ def _check_range(exact: np.ndarray, types: Sequence[str]) -> None:
         typ, value = types[int(bad[0]) % len(types)], flat[bad[0]]
         msg = (
             f"the {typ} total {value} does not fit in int64 (-2**63 to 2**63 - 1), the "
-            "dtype of the results; aggregate fewer rows or smaller amounts of that type."
+            "dtype of the results; aggregate fewer rows or smaller amounts of that type"
         )
         raise OverflowError(msg)
 
@@ -323,7 +316,7 @@ def _summary(
     if n_groups * n_periods * n_types > MAX_CELLS:
         msg = (
             f"freq={freq!r} with by={by!r} gives {n_groups} groups x {n_periods} periods, "
-            f"more than {MAX_CELLS} cells; use a coarser freq or fewer groups."
+            f"more than {MAX_CELLS} cells; expected a coarser freq or fewer groups"
         )
         raise ValueError(msg)
     codes = (ids * n_periods + p) * n_types + t
@@ -444,8 +437,7 @@ def _check_n(n: object) -> int | None:
     if n is None:
         return None
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 0:
-        msg = f"n must be a non-negative integer or None (all customers), got {n!r}."
-        raise ValueError(msg)
+        reject("n", n, "an int >= 0 or None (all customers)")
     return int(n)
 
 
@@ -512,8 +504,7 @@ def top_customers(
     limit = _check_n(n)
     types = _impact_types(df)
     if impact_type is not None and impact_type not in types:
-        msg = f"impact_type={impact_type!r} is not one of {list(types)} (or None)."
-        raise ValueError(msg)
+        reject("impact_type", impact_type, f"None or one of {', '.join(map(repr, types))}")
     n_types = len(types)
     t = _type_codes(df, types)
     ids, keys, n_groups = _groups(df, [C.customer_email])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import math
@@ -18,7 +17,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Any, Self
 
@@ -37,7 +35,7 @@ from ._client_errors import (
     _status_error,
     _UnreadableBody,
 )
-from ._client_security import _resolve_api_key, _resolve_base_url, _Secret
+from ._client_security import _fingerprint, _resolve_api_key, _resolve_base_url, _Secret
 from ._client_walk import _check_walk, _walk_query
 from ._constants import (
     API_KEY_HEADER,
@@ -49,6 +47,7 @@ from ._constants import (
 from ._paging import Page, RawPage, parse_page, parse_raw_page
 from ._params import Query, check_choice
 from ._retry import backoff_delay, is_retryable_status, parse_retry_after
+from ._version import package_version
 from .errors import APIError, ValidationError
 
 __all__ = ["Client"]
@@ -62,11 +61,7 @@ _UNKNOWN = object()
 
 
 def _user_agent() -> str:
-    # Not ``from . import __version__``: the package's __init__ imports this module.
-    try:
-        return f"impactframe/{version('impactframe')}"
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "impactframe/0.0.0"
+    return f"impactframe/{package_version()}"
 
 
 class WalkAbandoned(Exception):
@@ -206,8 +201,7 @@ class Client:
         >>> len(a.fingerprint), a.fingerprint == b.fingerprint
         (16, False)
         """
-        data = f"{self.base_url}\n{self._api_key.get()}".encode()
-        return hashlib.sha256(data).hexdigest()[:16]
+        return _fingerprint(self.base_url, self._api_key.get())
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r}, fingerprint={self.fingerprint!r})"

@@ -18,7 +18,6 @@ graph or its expression never shows the key.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import threading
 import warnings
 from collections.abc import Iterable
@@ -26,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ._client_security import _fingerprint, _resolve_api_key
 from ._constants import DTYPE_BACKENDS, ENDPOINTS, IMPACT_TYPES
 from ._fetch import date_bounds
 from ._frame import empty_frame
 from ._frame_fast import FastFrameBuilder
-from ._params import Query, check_choice, normalize_query
+from ._params import Query, check_choice, normalize_query, reject
 from ._windows import split_windows
-from .client import Client, _resolve_api_key
+from .client import Client
 from .errors import SchemaDriftWarning
 from .loaders import _load_with
 
@@ -64,7 +64,7 @@ class _HiddenKey:
 
     def __init__(self, value: str, base_url: str) -> None:
         self._value = value
-        self._fingerprint = hashlib.sha256(f"{base_url}\n{value}".encode()).hexdigest()[:16]
+        self._fingerprint = _fingerprint(base_url, value)
 
     def get(self) -> str:
         return self._value
@@ -234,11 +234,10 @@ def _check_metadata_keys(metadata_keys: object) -> tuple[str, ...] | None:
     else:
         items = list(items)
     if items is None or not all(isinstance(k, str) and k for k in items):
-        msg = (
-            f"metadata_keys: {metadata_keys!r} is not accepted; expected None (one JSON column "
-            "'metadata') or a list of metadata keys (non-empty strings)"
+        accepted = (
+            "None (one JSON column 'metadata') or a list of metadata keys (non-empty strings)"
         )
-        raise ValueError(msg)
+        reject("metadata_keys", metadata_keys, accepted)
     return tuple(sorted(set(items)))
 
 
@@ -246,11 +245,7 @@ def _check_npartitions(npartitions: object) -> int | None:
     if npartitions is None:
         return None
     if isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
-        msg = (
-            f"npartitions: {npartitions!r} is not accepted; expected None (one per month) "
-            "or an int >= 1"
-        )
-        raise ValueError(msg)
+        reject("npartitions", npartitions, "None (one per month) or an int >= 1")
     return npartitions
 
 

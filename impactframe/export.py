@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._constants import DEFAULT_METADATA_PREFIX
+from ._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS
 from ._export_batches import _batches, _finish_batch
 from ._export_swap import _hold_run_lock, _place, _release_run_lock, _remove_stale, _remove_tree
 from ._export_write import _DatasetWriter
@@ -33,8 +33,8 @@ from ._fetch import iter_record_pages
 from ._frame import FrameBuilder
 from ._params import check_choice
 from ._prepare import DateLike, Plan, connect, prepare
+from ._progress import _progress_bar
 from .client import Client
-from .loaders import _progress_bar
 
 __all__ = ["PARTITION_KEYS", "ExportResult", "export_parquet"]
 
@@ -45,13 +45,6 @@ PARTITION_KEYS = ("year", "month", "day", "impact_type")
 #: With concurrency, pages fetched ahead of the writer per worker (at most about twice this
 #: waits in memory; see `impactframe._handoff`).
 PAGES_AHEAD_PER_WORKER = 4
-
-#: ``customer-records`` is the CLI's spelling.
-_ENDPOINTS = {
-    "records": "records",
-    "customer_records": "customer_records",
-    "customer-records": "customer_records",
-}
 
 
 @dataclass(frozen=True)
@@ -98,8 +91,10 @@ class ExportResult:
 
 
 def _check_endpoint(endpoint: object) -> str:
-    check_choice(endpoint, "endpoint", _ENDPOINTS)
-    return _ENDPOINTS[str(endpoint)]
+    # The CLI's spelling stays accepted, but the message lists only the canonical names.
+    if isinstance(endpoint, str) and endpoint == "customer-records":
+        return "customer_records"
+    return check_choice(endpoint, "endpoint", ENDPOINTS)
 
 
 def _check_partition_by(partition_by: object) -> tuple[str, ...]:

@@ -7,12 +7,9 @@ several date windows at once), build the frame and validate it against the pande
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib.util
 import logging
-import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pandas as pd
@@ -23,39 +20,12 @@ from ._fetch import iter_raw_pages
 from ._frame_fast import FastFrameBuilder
 from ._params import Query
 from ._prepare import CacheOption, DateLike, Plan, Refresh, connect, prepare
+from ._progress import _progress_bar
 from .client import Client
 
 __all__ = ["load_customer_records", "load_records"]
 
 logger = logging.getLogger("impactframe")
-
-
-def _in_notebook() -> bool:
-    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
-@contextlib.contextmanager
-def _progress_bar(progress: bool | None, description: str) -> Iterator[Any]:
-    """A tqdm bar counting records, or ``None`` when progress is off.
-
-    ``progress=None`` shows a bar in notebooks and interactive terminals only.
-    """
-    if progress is None:
-        progress = _in_notebook() or sys.stderr.isatty()
-    if not progress:
-        yield None
-        return
-    if _in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
-        from tqdm.notebook import tqdm
-    else:  # tqdm.auto would warn in a notebook without ipywidgets; a text bar works anywhere
-        from tqdm.std import tqdm  # type: ignore[assignment]
-
-    bar = tqdm(desc=description, unit=" records", unit_scale=True, leave=False)
-    try:
-        yield bar
-    finally:
-        bar.close()
 
 
 def _fetch_frame(

@@ -538,7 +538,7 @@ def test_summary_by_a_column(capsys: pytest.CaptureFixture[str], server: Sandbox
 
     code, _, err = cli(capsys, "summary", "records", "--base-url", server.url, "--by", "nope")
     assert code == 2
-    assert "by: column 'nope' is not in the frame" in err
+    assert "by: 'nope' is not accepted; expected a column of the frame" in err
 
 
 def test_summary_of_nothing(capsys: pytest.CaptureFixture[str], server: SandboxServer) -> None:

@@ -269,9 +269,13 @@ def test_new_impact_type_columns_are_checked() -> None:
 
 def test_validate_arguments() -> None:
     df = frame()
-    with pytest.raises(ValueError, match="endpoint must be one of 'records', 'customer_records'"):
+    with pytest.raises(
+        ValueError, match=r"^endpoint: 'user_records' .* one of 'records', 'customer_records'$"
+    ):
         validate(df, "user_records")
-    with pytest.raises(ValueError, match="dtype_backend must be one of"):
+    with pytest.raises(
+        ValueError, match=r"^dtype_backend: 'numpy' .* one of 'numpy_nullable', 'pyarrow'$"
+    ):
         validate(df, "records", dtype_backend="numpy")
     with pytest.raises(ValueError, match="metadata_prefix"):
         validate(df, "records", metadata_prefix="")

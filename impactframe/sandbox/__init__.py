@@ -29,6 +29,7 @@ Behaviour worth knowing (the real API's where known, the sandbox's choices other
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import socket
@@ -37,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from .._params import check_choice, reject
 from ._data import generate_records
 from ._faults import FAULT_KINDS, RATE_FAULT_KINDS, Fault, FaultPlan, check_rate_kinds
 from ._server import App, Dataset, LoggedRequest, SandboxHTTPServer, encode_cursor
@@ -139,23 +141,20 @@ class SandboxServer:
         _check_count(n_records, "n_records")
         _check_count(n_customer_records, "n_customer_records")
         if not isinstance(api_key, str) or not api_key or api_key != api_key.strip():
-            msg = "api_key must be a non-empty string without surrounding whitespace"
-            raise ValueError(msg)
+            accepted = "a non-empty string without surrounding whitespace"
+            reject("api_key", api_key, accepted, shown="this key (not echoed)")
         self._host, self._bind_host = _check_host(host, allow_remote)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            msg = f"port must be an integer between 0 and 65535 (0: any free port), got {port!r}"
-            raise ValueError(msg)
+            reject("port", port, "an int between 0 and 65535 (0: any free port)")
         _check_bool(filter_after_limit, "filter_after_limit")
         if not _is_number(fault_rate) or not 0.0 <= fault_rate <= 1.0:
-            msg = f"fault_rate must be a probability between 0 and 1, got {fault_rate!r}"
-            raise ValueError(msg)
+            reject("fault_rate", fault_rate, "a probability between 0 and 1")
         kinds = check_rate_kinds(fault_kinds)
         if fault_rate and not kinds:
-            msg = f"fault_kinds must not be empty when fault_rate > 0; accepted: {RATE_FAULT_KINDS}"
-            raise ValueError(msg)
+            accepted = f"some of {', '.join(RATE_FAULT_KINDS)} when fault_rate > 0"
+            reject("fault_kinds", fault_kinds, accepted)
         if not _is_number(latency) or latency < 0:
-            msg = f"latency must be a finite number of seconds >= 0, got {latency!r}"
-            raise ValueError(msg)
+            reject("latency", latency, "a finite number of seconds >= 0")
         if records is None:
             records = generate_records(n_records, seed=seed)
         if customer_records is None:
@@ -364,16 +363,13 @@ class SandboxServer:
         >>> server.clear_faults()
         """
         if not isinstance(fault, Fault):
-            msg = f"fault must be a Fault, got {type(fault).__name__}"
-            raise ValueError(msg)
+            reject("fault", fault, "a Fault")
         if times is not None and (
             isinstance(times, bool) or not isinstance(times, int) or times < 1
         ):
-            msg = f"times must be a positive integer or None (forever), got {times!r}"
-            raise ValueError(msg)
+            reject("times", times, "an int >= 1 or None (forever)")
         if path is not None and (not isinstance(path, str) or not path.startswith("/")):
-            msg = f"path must be a URL path starting with '/' (e.g. '/v1/records'), got {path!r}"
-            raise ValueError(msg)
+            reject("path", path, "a URL path starting with '/' (e.g. '/v1/records')")
         self._app.plan.add(fault, times=times, path=path)
 
     def clear_faults(self) -> None:
@@ -398,46 +394,37 @@ def _is_number(value: object) -> bool:
 
 def _check_int(value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{name} must be an integer, got {value!r}"
-        raise ValueError(msg)
+        reject(name, value, "an int")
 
 
 def _check_count(value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        msg = f"{name} must be a non-negative integer, got {value!r}"
-        raise ValueError(msg)
+        reject(name, value, "an int >= 0")
 
 
 def _check_bool(value: object, name: str) -> None:
     if not isinstance(value, bool):
-        msg = f"{name} must be True or False, got {value!r}"
-        raise ValueError(msg)
+        reject(name, value, "True or False")
 
 
 def _check_endpoint(endpoint: str) -> str:
-    if endpoint not in _ENDPOINT_NAMES:
-        msg = f"endpoint must be one of {', '.join(_ENDPOINT_NAMES)}; got {endpoint!r}"
-        raise ValueError(msg)
-    return endpoint
+    return check_choice(endpoint, "endpoint", _ENDPOINT_NAMES)
 
 
 def _check_host(host: object, allow_remote: bool) -> tuple[str, str]:
     """The host for URLs and the address to bind; loopback only unless ``allow_remote``."""
     if host == "localhost":
         return "127.0.0.1", "127.0.0.1"
-    try:
-        if not isinstance(host, str):
-            raise ValueError  # ip_address() would also take an integer
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        msg = f"host must be an IP address or 'localhost', got {host!r}"
-        raise ValueError(msg) from None
+    address = None
+    if isinstance(host, str):  # ip_address() would also take an integer
+        with contextlib.suppress(ValueError):
+            address = ipaddress.ip_address(host)
+    if address is None:
+        reject("host", host, "an IP address or 'localhost'")
     if not address.is_loopback and not allow_remote:
-        msg = (
-            f"host must be a loopback address (127.0.0.1, ::1 or localhost), got {host!r}; "
-            "pass allow_remote=True (CLI: --allow-remote) to serve other machines"
-        )
-        raise ValueError(msg)
+        accepted = "a loopback address (127.0.0.1, ::1 or localhost), or allow_remote=True "
+        accepted += "(CLI: --allow-remote) to serve other machines"
+        reject("host", host, accepted)
     bind = str(address)
     if address.is_unspecified:  # listening everywhere: this machine reaches it on loopback
         return ("::1" if address.version == 6 else "127.0.0.1"), bind

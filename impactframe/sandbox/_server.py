@@ -50,6 +50,8 @@ logger = logging.getLogger("impactframe.sandbox")
 
 _NO_KIND = 255  # code of a record without a known impact field (it never matches filter_by)
 _EMPTY = array("q")
+# Its own copy, not _params._DATE_RE: the sandbox fakes the server, which checks dates on its
+# own terms, so the client's checks must not shape what it accepts.
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _LIMIT = re.compile(r"[0-9]{1,4}")
 _CURSOR_KEYS = frozenset({"createdOn", "userID"})

@@ -1,0 +1,39 @@
+"""The progress bar of the loaders and of ``export_parquet``: tqdm, shown only where seen."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["_progress_bar"]
+
+
+def _in_notebook() -> bool:
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+@contextlib.contextmanager
+def _progress_bar(progress: bool | None, description: str) -> Iterator[Any]:
+    """A tqdm bar counting records, or ``None`` when progress is off.
+
+    ``progress=None`` shows a bar in notebooks and interactive terminals only.
+    """
+    if progress is None:
+        progress = _in_notebook() or sys.stderr.isatty()
+    if not progress:
+        yield None
+        return
+    if _in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:  # tqdm.auto would warn in a notebook without ipywidgets; a text bar works anywhere
+        from tqdm.std import tqdm  # type: ignore[assignment]
+
+    bar = tqdm(desc=description, unit=" records", unit_scale=True, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()

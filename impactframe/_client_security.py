@@ -15,6 +15,7 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 from ._constants import ENV_API_KEY, ENV_BASE_URL, ENVIRONMENTS
+from ._params import reject
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
@@ -124,6 +125,5 @@ def _resolve_base_url(base_url: str | None, environment: str, allow_insecure: ob
     if base_url is None:
         base_url = os.environ.get(ENV_BASE_URL) or ENVIRONMENTS[environment]
     if not isinstance(allow_insecure, bool):
-        msg = f"allow_insecure must be True or False; got {allow_insecure!r}"
-        raise ValueError(msg)
+        reject("allow_insecure", allow_insecure, "True or False")
     return _normalize_base_url(base_url, allow_insecure=allow_insecure)

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 from ._constants import ENDPOINTS
 from ._paging import Page, RawPage, parse_page, walk
-from ._params import Query, check_choice, normalize_max_records
+from ._params import Query, check_choice, normalize_max_records, reject
 
 _PageT = TypeVar("_PageT", Page, RawPage)
 
@@ -21,8 +21,9 @@ def _check_walk(endpoint: str, query: Query, max_records: int | None) -> int | N
     """The walk's arguments, checked when it is asked for (before any request); the cap."""
     check_choice(endpoint, "endpoint", ENDPOINTS)
     if not isinstance(query, Query):
-        msg = f"query: expected an impactframe Query, got {type(query).__name__}"
-        raise ValueError(msg)
+        reject(
+            "query", query, "an impactframe Query", shown=f"a value of type {type(query).__name__}"
+        )
     if query.customer_email is not None and endpoint != "customer_records":
         msg = "customer_email: only the 'customer_records' endpoint accepts it, "
         msg += f"not {endpoint!r}"

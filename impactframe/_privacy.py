@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ._params import reject
 from .aggregate import C
 
 __all__ = ["DEFAULT_COLUMNS", "pseudonymize"]
@@ -37,8 +38,9 @@ def _key(salt: object) -> bytes:
         return salt.encode("utf-8")
     if isinstance(salt, bytes | bytearray) and salt:
         return bytes(salt)
-    msg = f"salt must be a non-empty str or bytes, got {type(salt).__name__}."
-    raise ValueError(msg)
+    # The salt is a secret: only its type is shown, never its value.
+    shown = f"a value of type {type(salt).__name__} (not echoed)"
+    reject("salt", salt, "a non-empty str or bytes", shown=shown)
 
 
 def _pseudonym(key: bytes, prefix: str, value: object) -> str:
@@ -108,8 +110,7 @@ def pseudonymize(
     True
     """
     if not isinstance(df, pd.DataFrame):
-        msg = f"df must be a pandas DataFrame, got {type(df).__name__}."
-        raise ValueError(msg)
+        reject("df", df, "a pandas DataFrame", shown=f"a value of type {type(df).__name__}")
     key = _key(salt)
     if columns is None:
         targets = [c for c in DEFAULT_COLUMNS if c in df.columns]
@@ -117,8 +118,7 @@ def pseudonymize(
         targets = [columns] if isinstance(columns, str) else list(columns)
         missing = [c for c in targets if c not in df.columns]
         if missing:
-            msg = f"columns: {missing} not in the frame; accepted: {list(df.columns)}."
-            raise ValueError(msg)
+            reject("columns", missing, f"columns of the frame ({list(df.columns)})")
     out = df.copy()
     for name in dict.fromkeys(targets):
         out[name] = _pseudonymize_column(df[name], key, PREFIXES.get(name, DEFAULT_PREFIX))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from ._params import reject
+
 __all__ = ["split_windows"]
 
 
@@ -40,11 +42,10 @@ def split_windows(start: dt.date, end: dt.date, n: int) -> list[tuple[dt.date, d
      ('2024-01-08', '2024-01-10')]
     """
     if start > end:
-        msg = f"start must not be after end; got start={start} and end={end}"
+        msg = f"start {start} is after end {end}; expected start <= end"
         raise ValueError(msg)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        msg = f"n must be an integer >= 1; got {n!r}"
-        raise ValueError(msg)
+        reject("n", n, "an int >= 1")
     days = (end - start).days + 1
     n = min(n, days)
     base, extra = divmod(days, n)

@@ -1,12 +1,13 @@
-"""Totals, time series and customer rankings of a records frame (SPEC §8).
+"""Totals, time series and customer rankings of a records frame.
 
-Every function takes a frame shaped like SPEC §3 (either endpoint, either ``dtype_backend``),
-never mutates it, and returns plain numpy-nullable ``Int64`` numbers whatever the input
-backend, so results from both backends compare equal.
+Every function takes a records frame as the loaders return it (either endpoint, either
+``dtype_backend``), never mutates it, and returns plain numpy-nullable ``Int64`` numbers
+whatever the input backend, so results from both backends compare equal.
 
 Amounts of different impact types are never added together: trees, pounds and cents do not
-sum. Results therefore carry one column per impact type: every known type of SPEC §1, in that
-order, then any new type the frame's ``impact_type`` categories (or values) hold.
+sum. Results therefore carry one column per impact type: every known impact type, in the
+library's fixed order (``tree_planted`` first), then any new type the frame's ``impact_type``
+categories (or values) hold.
 
 The work is done on integer codes (group, period, impact type) accumulated with exact
 ``int64`` arithmetic, which keeps NA groups (``dropna=False`` semantics), empty frames and
@@ -101,12 +102,12 @@ def _impact_types(df: pd.DataFrame) -> tuple[str, ...]:
     Parameters
     ----------
     df : pandas.DataFrame
-        A records frame (SPEC §3).
+        A records frame as the loaders return it.
 
     Returns
     -------
     tuple of str
-        The known types of SPEC §1 in order, then new types: in category order when
+        The known types in the library's fixed order, then new types: in category order when
         ``impact_type`` is categorical (as loaded), else sorted.
 
     Examples
@@ -258,7 +259,7 @@ def totals(df: pd.DataFrame, by: str | Sequence[str] | None = None) -> pd.Series
     Parameters
     ----------
     df : pandas.DataFrame
-        A records frame (SPEC §3) of either endpoint and either dtype backend.
+        A records frame as the loaders return it, of either endpoint and either dtype backend.
     by : str or list of str, optional
         Column(s) to group by, e.g. ``"customer_email"``, ``"category"`` or a ``metadata_*``
         column. Missing values form their own group (``dropna=False``).
@@ -267,8 +268,8 @@ def totals(df: pd.DataFrame, by: str | Sequence[str] | None = None) -> pd.Series
     -------
     pandas.Series or pandas.DataFrame
         Without ``by``: a Series named ``"amount"`` indexed by impact type (known types in
-        SPEC §1 order, then new ones), ``Int64``, zero for types without records. With ``by``:
-        one row per group (sorted, NA last) and one ``Int64`` column per impact type.
+        the library's fixed order, then new ones), ``Int64``, zero for types without records.
+        With ``by``: one row per group (sorted, NA last) and one ``Int64`` column per impact type.
 
     Raises
     ------
@@ -340,7 +341,7 @@ def summarize(
     Parameters
     ----------
     df : pandas.DataFrame
-        A records frame (SPEC §3) of either endpoint and either dtype backend.
+        A records frame as the loaders return it, of either endpoint and either dtype backend.
     freq : str or pandas.DateOffset, default "MS"
         A pandas offset alias: ``"D"``, ``"W"``, ``"MS"``, ``"QS"``, ``"YS"``, ``"ME"``, ``"h"``...
         Periods are pandas' resample bins in UTC; end-anchored aliases (``"ME"``, ``"W"``...)
@@ -392,7 +393,7 @@ def cumulative(
     Parameters
     ----------
     df : pandas.DataFrame
-        A records frame (SPEC §3).
+        A records frame as the loaders return it.
     freq : str or pandas.DateOffset, default "MS"
         A pandas offset alias, as in :func:`summarize`.
     by : str or list of str, optional
@@ -547,8 +548,8 @@ def with_units(df: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     df : pandas.DataFrame
-        A records frame (SPEC §3). Summaries are not accepted: their columns already name the
-        impact type, whose unit is ``impactframe._constants.UNITS``.
+        A records frame as the loaders return it. Summaries are not accepted: their columns
+        already name the impact type, whose unit is ``impactframe._constants.UNITS``.
 
     Returns
     -------

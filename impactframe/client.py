@@ -45,7 +45,7 @@ from ._constants import (
     ENVIRONMENTS,
 )
 from ._paging import Page, RawPage, parse_page, parse_raw_page
-from ._params import Query, check_choice
+from ._params import Query, check_choice, reject
 from ._retry import backoff_delay, is_retryable_status, parse_retry_after
 from ._version import package_version
 from .errors import APIError, ValidationError
@@ -159,8 +159,8 @@ class Client:
             raise ValueError(msg)
         self.max_retries = max_retries
         if session is not None and not isinstance(session, requests.Session):
-            msg = f"session: expected a requests.Session or None, got {type(session).__name__}"
-            raise ValueError(msg)
+            shown = f"a value of type {type(session).__name__}"
+            reject("session", session, "a requests.Session or None", shown=shown)
         self._owns_session = session is None
         self._session = session if session is not None else self._new_session()
         # The key joins these per request (see `_send`), so no dict of ours ever holds it.

@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import aggregate as _agg
 from ._constants import UNITS
+from ._params import check_choice, reject
 from .aggregate import C, _impact_types
 
 if TYPE_CHECKING:
@@ -44,8 +45,8 @@ def _check_types(df: pd.DataFrame, impact_types: str | Sequence[str] | None) -> 
     wanted = [impact_types] if isinstance(impact_types, str) else list(impact_types)
     unknown = [t for t in wanted if t not in known]
     if unknown or not wanted:
-        msg = f"impact_types: {unknown or wanted} not accepted; choose from {list(known)}."
-        raise ValueError(msg)
+        accepted = "one or more of " + ", ".join(repr(t) for t in known)
+        reject("impact_types", unknown or wanted, accepted)
     return list(dict.fromkeys(wanted))
 
 
@@ -122,9 +123,7 @@ def plot(
     ['tree_planted (trees)', 'money_donated (US dollars)']
     >>> axes[0].figure.savefig("impacts.png")  # doctest: +SKIP
     """
-    if kind not in KINDS:
-        msg = f"kind={kind!r} is not one of {list(KINDS)}."
-        raise ValueError(msg)
+    check_choice(kind, "kind", KINDS)
     plt = _pyplot()
     table = (_agg.cumulative if cumulative else _agg.summarize)(df, freq=freq)
     types = _check_types(df, impact_types)

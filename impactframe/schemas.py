@@ -31,6 +31,7 @@ from ._frame import (
     fixed_columns,
     fixed_dtypes,
 )
+from ._params import reject
 from .errors import ValidationError
 
 __all__ = ["CustomerRecordsSchema", "RecordsSchema", "validate"]
@@ -301,8 +302,7 @@ def validate(
         dtype_backend=dtype_backend,
     )
     if not isinstance(df, pd.DataFrame):
-        msg = f"df must be a pandas DataFrame, got {type(df).__name__}"
-        raise ValueError(msg)
+        reject("df", df, "a pandas DataFrame", shown=f"a value of type {type(df).__name__}")
     schema = _schema(endpoint, dtype_backend, metadata, metadata_prefix)
     impact_type = df.get("impact_type")
     new_types: list[str] = []

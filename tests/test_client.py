@@ -753,7 +753,10 @@ def test_loopback_http_and_https_are_accepted(url: str, normalized: str) -> None
         ({"timeout": True}, r"^timeout: True"),
         ({"max_retries": -1}, r"^max_retries: -1 .*int >= 0$"),
         ({"max_retries": 2.0}, r"^max_retries: 2.0"),
-        ({"session": object()}, r"^session: expected a requests.Session"),
+        (
+            {"session": object()},
+            r"^session: a value of type object is not accepted; expected a requests.Session",
+        ),
     ],
 )
 def test_bad_constructor_arguments(kwargs: dict[str, Any], pattern: str) -> None:

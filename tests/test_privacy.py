@@ -111,17 +111,24 @@ def test_empty_frame(backend: str) -> None:
 
 @pytest.mark.parametrize("salt", ["", b"", None, 123, ["k"]])
 def test_bad_salt(frame: pd.DataFrame, salt: Any) -> None:
-    with pytest.raises(ValueError, match="salt must be a non-empty str or bytes"):
+    with pytest.raises(
+        ValueError, match=r"^salt: .* is not accepted; expected a non-empty str or bytes$"
+    ):
         pseudonymize(frame, salt=salt)
 
 
 def test_missing_listed_column(frame: pd.DataFrame) -> None:
-    with pytest.raises(ValueError, match=r"columns: \['customer_phone'\] not in the frame"):
+    with pytest.raises(
+        ValueError,
+        match=r"^columns: \['customer_phone'\] is not accepted; expected columns of the frame",
+    ):
         pseudonymize(frame, salt="k", columns=["customer_email", "customer_phone"])
 
 
 def test_not_a_frame() -> None:
-    with pytest.raises(ValueError, match="df must be a pandas DataFrame"):
+    with pytest.raises(
+        ValueError, match=r"^df: a value of type dict is not accepted; expected a pandas DataFrame$"
+    ):
         pseudonymize({"customer_email": ["a"]}, salt="k")  # type: ignore[arg-type]
 
 

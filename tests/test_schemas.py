@@ -279,5 +279,5 @@ def test_validate_arguments() -> None:
         validate(df, "records", dtype_backend="numpy")
     with pytest.raises(ValueError, match="metadata_prefix"):
         validate(df, "records", metadata_prefix="")
-    with pytest.raises(ValueError, match="df must be a pandas DataFrame"):
+    with pytest.raises(ValueError, match=r"^df: .* is not accepted; expected a pandas DataFrame$"):
         validate(df.to_dict(), "records")  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from itertools import accumulate, islice, pairwise
 from typing import Any, TypeVar
 
+from .._params import reject
+
 __all__ = ["generate_records"]
 
 _T = TypeVar("_T")
@@ -123,14 +125,12 @@ def _parse_day(value: object, name: str) -> dt.date:
             return dt.date.fromisoformat(value)
         except ValueError:
             pass
-    msg = f"{name} must be a date or a 'YYYY-MM-DD' string, got {value!r}"
-    raise ValueError(msg)
+    reject(name, value, "a datetime.date or a 'YYYY-MM-DD' string")
 
 
 def _check_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        msg = f"{name} must be a non-negative integer, got {value!r}"
-        raise ValueError(msg)
+        reject(name, value, "an int >= 0")
     return value
 
 
@@ -138,8 +138,7 @@ def _timestamps(rng: random.Random, n: int, first: dt.date, days: int) -> list[s
     """``n`` unique, sorted ``time_utc`` strings within ``days`` days from ``first``."""
     span = days * _MS_PER_DAY
     if n > span:
-        msg = f"n must be at most {span} (one record per millisecond of start..end), got {n}"
-        raise ValueError(msg)
+        reject("n", n, f"an int <= {span} (one record per millisecond of start..end)")
     if n > span // 4:
         offsets = sorted(rng.sample(range(span), n))
     else:
@@ -286,12 +285,11 @@ def _generate(
     n: int, seed: int, customers: bool, start: str | dt.date, end: str | dt.date
 ) -> list[dict[str, Any]]:
     if isinstance(seed, bool) or not isinstance(seed, int):
-        msg = f"seed must be an integer, got {seed!r}"
-        raise ValueError(msg)
+        reject("seed", seed, "an int")
     first = _parse_day(start, "start")
     last = _parse_day(end, "end")
     if first > last:
-        msg = f"start must not be after end, got start={first} and end={last}"
+        msg = f"start {first} is after end {last}; expected start <= end"
         raise ValueError(msg)
     user_id = f"U{random.Random(seed).randrange(10_000_000, 100_000_000)}"
     # A string seed is hashed with SHA-512: stable across runs and Python versions.

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import KW_ONLY, dataclass
 from http import HTTPStatus
 
+from .._params import check_choice, reject
+
 __all__ = ["FAULT_KINDS", "RATE_FAULT_KINDS", "Fault", "FaultPlan"]
 
 #: Kinds of :class:`Fault`.
@@ -26,6 +28,7 @@ FAULT_KINDS = ("status", "drop", "truncate", "latency", "repeat")
 RATE_FAULT_KINDS = ("429", "500", "502", "503", "504", "drop", "truncate", "repeat")
 #: The Retry-After of a rate-mode 429: zero, so soak tests retrying at full speed stay fast.
 RATE_RETRY_AFTER = "0"
+_RETRY_AFTER_ACCEPTED = "seconds >= 0, an HTTP date string or a timezone-aware datetime"
 
 
 @dataclass(frozen=True)
@@ -81,31 +84,29 @@ class Fault:
     body: str | bytes | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            msg = f"kind must be one of {', '.join(FAULT_KINDS)}; got {self.kind!r}"
-            raise ValueError(msg)
+        check_choice(self.kind, "kind", FAULT_KINDS)
         status = self.status
         if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
-            msg = f"status must be an integer HTTP status between 200 and 599, got {status!r}"
-            raise ValueError(msg)
+            reject("status", status, "an int HTTP status between 200 and 599")
         if self.kind == "status" and status < 400 and self.body is None:
-            msg = f"a status fault below 400 needs a body, got status={status} and body=None"
-            raise ValueError(msg)
+            reject(
+                "body", None, f"a str or bytes: a status fault below 400 ({status}) needs a body"
+            )
         delay = self.delay
         if (
             isinstance(delay, bool)
             or not isinstance(delay, int | float)
             or not (math.isfinite(delay) and delay >= 0)
         ):
-            msg = f"delay must be a finite number of seconds >= 0, got {delay!r}"
-            raise ValueError(msg)
+            reject("delay", delay, "a finite number of seconds >= 0")
         object.__setattr__(self, "retry_after", _retry_after_text(self.retry_after))
         body = self.body
         if isinstance(body, str):
             object.__setattr__(self, "body", body.encode())
         elif body is not None and not isinstance(body, bytes):
-            msg = f"body must be str, bytes or None, got {type(body).__name__}"
-            raise ValueError(msg)
+            reject(
+                "body", body, "a str, bytes or None", shown=f"a value of type {type(body).__name__}"
+            )
 
     def response(self) -> tuple[int, dict[str, str], bytes]:
         """The status, extra headers and body a ``"status"`` fault answers with.
@@ -157,13 +158,11 @@ def _error_body(error_type: str, message: str) -> bytes:
 def _retry_after_text(value: object) -> str | None:
     if value is None or isinstance(value, str):
         if value is not None and (not value or value != value.strip()):
-            msg = f"retry_after must be seconds or an HTTP date, got {value!r}"
-            raise ValueError(msg)
+            reject("retry_after", value, _RETRY_AFTER_ACCEPTED)
         return value
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            msg = "retry_after as a datetime must be timezone-aware"
-            raise ValueError(msg)
+            reject("retry_after", value, _RETRY_AFTER_ACCEPTED)
         return email.utils.format_datetime(value.astimezone(dt.UTC), usegmt=True)
     if (
         isinstance(value, int | float)
@@ -172,8 +171,7 @@ def _retry_after_text(value: object) -> str | None:
         and value >= 0
     ):
         return str(int(value)) if float(value).is_integer() else str(value)
-    msg = f"retry_after must be seconds >= 0, an HTTP date or an aware datetime, got {value!r}"
-    raise ValueError(msg)
+    reject("retry_after", value, _RETRY_AFTER_ACCEPTED)
 
 
 def rate_fault(kind: str) -> Fault:
@@ -188,13 +186,12 @@ def rate_fault(kind: str) -> Fault:
 def check_rate_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
     """Validate ``fault_kinds`` (a non-string iterable of :data:`RATE_FAULT_KINDS`)."""
     if isinstance(kinds, str | bytes):
-        msg = f"fault_kinds must be a sequence of kinds, not a string; accepted: {RATE_FAULT_KINDS}"
-        raise ValueError(msg)
+        accepted = f"a sequence (not a string) of some of {', '.join(RATE_FAULT_KINDS)}"
+        reject("fault_kinds", kinds, accepted)
     out = tuple(kinds)
     for kind in out:
         if kind not in RATE_FAULT_KINDS:
-            msg = f"fault_kinds must contain only {', '.join(RATE_FAULT_KINDS)}; got {kind!r}"
-            raise ValueError(msg)
+            reject("fault_kinds", kind, f"only kinds from {', '.join(RATE_FAULT_KINDS)}")
     return out
 
 

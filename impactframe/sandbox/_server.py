@@ -42,6 +42,7 @@ from .._constants import (
     MAX_PAGE_SIZE,
     SORT_ORDERS,
 )
+from .._params import reject
 from ._faults import FaultPlan
 
 __all__ = ["LoggedRequest"]
@@ -175,9 +176,9 @@ class Dataset:
         items = list(records)
         for i, record in enumerate(items):
             if not isinstance(record, Mapping):
-                msg = f"{name} must be a list of dicts (records in the API's JSON shape); "
-                msg += f"item {i} is a {type(record).__name__}"
-                raise ValueError(msg)
+                shown = f"item {i} (of type {type(record).__name__})"
+                accepted = "a list of dicts (records in the API's JSON shape)"
+                reject(name, record, accepted, shown=shown)
         gc_was_enabled = gc.isenabled()
         gc.disable()  # building millions of small objects; collections would find nothing
         try:

@@ -98,7 +98,7 @@ def _bodies(url: str, key: str) -> list[bytes]:
     """Every page body of the customer endpoint, as the API sent it."""
     import requests
 
-    from impactframe._paging import parse_raw_page
+    from impactframe._paging._pages import parse_raw_page
 
     bodies, cursor = [], None
     with requests.Session() as session:
@@ -129,7 +129,7 @@ def _timed(func: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
 
 def impactframe(url: str, key: str, backend: str = "numpy_nullable") -> dict[str, Any]:
     import impactframe as ifr
-    from impactframe._frame import empty_frame
+    from impactframe._frame._reference import empty_frame
 
     empty_frame(ENDPOINT, dtype_backend=backend)  # warm-up: pandera's schema, lazy imports
 
@@ -193,8 +193,8 @@ def sdk(url: str, key: str) -> dict[str, Any]:
 
 def convert(url: str, key: str, backend: str = "numpy_nullable") -> dict[str, Any]:
     import impactframe.schemas as schemas
-    from impactframe._frame import empty_frame
-    from impactframe._frame_fast import FastFrameBuilder
+    from impactframe._frame._builder import FastFrameBuilder
+    from impactframe._frame._reference import empty_frame
 
     empty_frame(ENDPOINT, dtype_backend=backend)
     bodies = _bodies(url, key)
@@ -227,7 +227,7 @@ def cache(url: str, key: str, folder: str) -> dict[str, Any]:
     The driver runs this twice in fresh processes: a read is timed in a process that did not
     write, as when yesterday's load is served today."""
     import impactframe as ifr
-    from impactframe._frame import empty_frame
+    from impactframe._frame._reference import empty_frame
 
     empty_frame(ENDPOINT)
     kwargs: dict[str, Any] = {"api_key": key, "base_url": url, "progress": False, "cache": folder}
@@ -238,7 +238,7 @@ def cache(url: str, key: str, folder: str) -> dict[str, Any]:
 
 
 def reference(url: str, key: str) -> dict[str, Any]:
-    from impactframe._frame import FrameBuilder, empty_frame
+    from impactframe._frame._reference import FrameBuilder, empty_frame
 
     empty_frame(ENDPOINT)
     bodies = _bodies(url, key)
@@ -255,7 +255,7 @@ def reference(url: str, key: str) -> dict[str, Any]:
 
 def concurrency(url: str, key: str, workers: str) -> dict[str, Any]:
     import impactframe as ifr
-    from impactframe._frame import empty_frame
+    from impactframe._frame._reference import empty_frame
 
     empty_frame(ENDPOINT)
 

@@ -53,8 +53,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import pandas as pd
 
 import impactframe as ifr
-from impactframe._cache import CacheKey, ParquetCache
-from impactframe._frame import records_to_frame
+from impactframe._cache._store import CacheKey, ParquetCache
+from impactframe._frame._reference import records_to_frame
 from impactframe._params import normalize_query
 from impactframe.sandbox import SandboxServer, generate_records
 

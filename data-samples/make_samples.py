@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import impactframe as ifr
-from impactframe.cli import write_frame
+from impactframe.cli._output import write_frame
 from impactframe.sandbox import SandboxServer
 
 #: Fixed inputs: the same seed and sizes always give the same rows.

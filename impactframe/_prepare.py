@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from ._constants import DEFAULT_METADATA_PREFIX
-from ._frame_options import check_options
+from ._dtypes import check_options
 from ._params import Query, normalize_max_records, normalize_query, reject
-from .client import Client
+from .client._client import Client
 
 __all__ = ["CacheOption", "DateLike", "Plan", "Refresh", "connect", "prepare"]
 

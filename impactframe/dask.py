@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ._client_security import _fingerprint, _resolve_api_key
 from ._constants import DTYPE_BACKENDS, ENDPOINTS, IMPACT_TYPES
-from ._fetch import date_bounds
-from ._frame import empty_frame
-from ._frame_fast import FastFrameBuilder
+from ._frame._builder import FastFrameBuilder
+from ._frame._reference import empty_frame
+from ._paging._concurrent import date_bounds
+from ._paging._windows import split_windows
 from ._params import Query, check_choice, normalize_query, reject
-from ._windows import split_windows
-from .client import Client
+from .client._client import Client
+from .client._secrets import _fingerprint, _resolve_api_key
 from .errors import SchemaDriftWarning
 from .loaders import _load_with
 

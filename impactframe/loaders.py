@@ -14,14 +14,14 @@ from typing import Any
 
 import pandas as pd
 
-from . import _cache
+from ._cache import _store as _cache
 from ._constants import DEFAULT_METADATA_PREFIX
-from ._fetch import iter_raw_pages
-from ._frame_fast import FastFrameBuilder
+from ._frame._builder import FastFrameBuilder
+from ._paging._concurrent import iter_raw_pages
 from ._params import Query
 from ._prepare import CacheOption, DateLike, Plan, Refresh, connect, prepare
 from ._progress import _progress_bar
-from .client import Client
+from .client._client import Client
 
 __all__ = ["load_customer_records", "load_records"]
 

@@ -22,7 +22,7 @@ from pandera.errors import SchemaErrors
 from pandera.typing import Series
 
 from ._constants import DEFAULT_METADATA_PREFIX, IMPACT_TYPES
-from ._frame import (
+from ._dtypes import (
     DTYPES,
     METADATA_COLUMN,
     METADATA_DTYPES,
@@ -291,7 +291,7 @@ def validate(
 
     Examples
     --------
-    >>> from impactframe._frame import empty_frame
+    >>> from impactframe._frame._reference import empty_frame
     >>> validate(empty_frame("records"), "records").shape
     (0, 10)
     """

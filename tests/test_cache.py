@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
-from impactframe._cache import (
+from impactframe._cache._store import (
     SCHEMA_VERSION,
     CacheKey,
     CacheWarning,
@@ -36,7 +36,7 @@ from impactframe._cache import (
     resolve_cache_dir,
 )
 from impactframe._constants import IMPACT_TYPES
-from impactframe._frame import empty_frame, records_to_frame
+from impactframe._frame._reference import empty_frame, records_to_frame
 from impactframe._params import normalize_query
 from impactframe.client import Client
 from impactframe.errors import APIError, ImpactFrameWarning, SchemaDriftWarning
@@ -660,7 +660,7 @@ CHILD = textwrap.dedent(
     import pathlib, sys
     sys.path.insert(0, {repo!r})
     import pandas as pd
-    from impactframe._cache import CacheKey, ParquetCache
+    from impactframe._cache._store import CacheKey, ParquetCache
     from impactframe._params import normalize_query
     store = ParquetCache(pathlib.Path({root!r}))
     key = CacheKey({fingerprint!r}, "records", normalize_query("records"), None,

@@ -27,8 +27,9 @@ import pytest
 
 import impactframe as ifr
 from impactframe import aggregate
-from impactframe._cli_args import redact_secrets
-from impactframe.cli import atomic_output, build_parser, main, write_frame
+from impactframe.cli import build_parser, main
+from impactframe.cli._args import redact_secrets
+from impactframe.cli._output import atomic_output, write_frame
 from impactframe.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -612,7 +613,7 @@ def test_an_unexpected_error_is_still_one_line(
         msg = "boom"
         raise RuntimeError(msg)
 
-    monkeypatch.setattr("impactframe._cli_local._run_cache", broken)
+    monkeypatch.setattr("impactframe.cli._local._run_cache", broken)
     code, out, err = cli(capsys, "cache", "list")
     assert (code, out) == (1, "")
     assert err == "impactframe: error: unexpected RuntimeError: boom (--debug shows where)\n"
@@ -682,7 +683,7 @@ def test_demo_chart_is_skipped_without_matplotlib(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No environment here lacks matplotlib (the dev extra installs it): hide it.
-    from impactframe._demo import _write_chart
+    from impactframe.cli._demo import _write_chart
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     frame = pd.read_parquet(ROOT / "data-samples" / "records_sample.parquet")

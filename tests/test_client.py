@@ -19,11 +19,11 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from impactframe import _transport
 from impactframe._constants import ENV_API_KEY, ENV_BASE_URL, IMPACT_TYPES, SANDBOX_URL
 from impactframe._params import normalize_query
-from impactframe._retry import backoff_delay
 from impactframe.client import Client
+from impactframe.client import _pooled as _transport
+from impactframe.client._retry import backoff_delay
 from impactframe.errors import (
     APIError,
     AuthenticationError,

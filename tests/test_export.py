@@ -552,7 +552,7 @@ def test_partition_keys_constant() -> None:
 def test_unified_column_order_follows_spec_section_3() -> None:
     import pyarrow as pa
 
-    from impactframe._export_write import _File, _unify
+    from impactframe.export._write import _File, _unify
 
     def file(*names: str) -> _File:
         return _File("x", pa.schema([(n, pa.int64()) for n in names]))

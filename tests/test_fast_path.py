@@ -28,15 +28,21 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import impactframe as ifr
-from impactframe import _transport
 from impactframe._constants import ENDPOINTS, IMPACT_TYPES
-from impactframe._fetch import iter_raw_pages, iter_record_pages
-from impactframe._frame import FrameBuilder
-from impactframe._frame_arrow import has_null, milliseconds
-from impactframe._frame_fast import FastFrameBuilder
-from impactframe._paging import Page, RawPage, _may_hold_a_long_int, parse_page, parse_raw_page
+from impactframe._frame._arrow_reader import has_null, milliseconds
+from impactframe._frame._builder import FastFrameBuilder
+from impactframe._frame._reference import FrameBuilder
+from impactframe._paging._concurrent import iter_raw_pages, iter_record_pages
+from impactframe._paging._pages import (
+    Page,
+    RawPage,
+    _may_hold_a_long_int,
+    parse_page,
+    parse_raw_page,
+)
 from impactframe._params import normalize_query
 from impactframe.client import Client
+from impactframe.client import _pooled as _transport
 from impactframe.errors import ValidationError
 from impactframe.sandbox import Fault, SandboxServer, generate_records
 

@@ -1,4 +1,4 @@
-"""Records to a typed DataFrame (impactframe._frame, SPEC §3). Pure: no HTTP."""
+"""Records to a typed DataFrame (impactframe._frame._reference, SPEC §3). Pure: no HTTP."""
 
 from __future__ import annotations
 
@@ -19,16 +19,8 @@ from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
 from impactframe._constants import IMPACT_TYPES
-from impactframe._frame import (
-    DTYPES,
-    METADATA_DTYPES,
-    FrameBuilder,
-    backend_dtype,
-    empty_frame,
-    fixed_columns,
-    fixed_dtypes,
-    records_to_frame,
-)
+from impactframe._dtypes import DTYPES, METADATA_DTYPES, backend_dtype, fixed_columns, fixed_dtypes
+from impactframe._frame._reference import FrameBuilder, empty_frame, records_to_frame
 from impactframe.errors import DuplicateRecordWarning, SchemaDriftWarning, ValidationError
 from impactframe.schemas import RecordsSchema, validate
 

@@ -15,7 +15,8 @@ from pandas.testing import assert_frame_equal
 
 import impactframe as ifr
 from impactframe._constants import IMPACT_TYPES
-from impactframe._frame import DTYPES, records_to_frame
+from impactframe._dtypes import DTYPES
+from impactframe._frame._reference import records_to_frame
 from impactframe.sandbox import Fault, SandboxServer, generate_records
 
 RECORDS = generate_records(600, seed=11)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from impactframe._paging import Page, parse_page, walk
+from impactframe._paging._pages import Page, parse_page, walk
 from impactframe.errors import PaginationError, ValidationError
 
 

@@ -46,7 +46,7 @@ import pytest
 
 import impactframe as ifr
 from impactframe import _constants
-from impactframe._frame import DTYPES
+from impactframe._dtypes import DTYPES
 from impactframe.cli import build_parser, main
 from impactframe.sandbox import Fault, SandboxServer
 
@@ -371,7 +371,7 @@ def test_keyword_table_values(readme_env: SandboxServer) -> None:
 
 
 def _dtype_table() -> list[tuple[list[str], str, str]]:
-    rows = table_rows("<!-- Mirrors impactframe/_frame.py DTYPES")
+    rows = table_rows("<!-- Mirrors impactframe/_dtypes.py DTYPES")
     return [(ticked(names), ticked(dtype)[0], rule) for names, dtype, rule in rows]
 
 
@@ -407,7 +407,7 @@ def test_dtype_table_is_the_frame_of_both_endpoints(readme_env: SandboxServer) -
         types = next(names for names, *_ in _dtype_table() if "tree_planted" in names)
         assert list(df["impact_type"].cat.categories[: len(types)]) == types
     table = [n for names, *_ in _dtype_table() for n in names if n != "metadata_<key>"]
-    assert table == list(DTYPES)  # "Mirrors impactframe/_frame.py DTYPES"
+    assert table == list(DTYPES)  # "Mirrors impactframe/_dtypes.py DTYPES"
 
 
 def _load(server: SandboxServer) -> pd.DataFrame:
@@ -781,7 +781,7 @@ def test_makefile_targets_named_exist() -> None:
 
 # Paths of this repository the README names (each asserted to be named, so the list cannot rot).
 REPO_PATHS = (
-    "impactframe/_frame.py",
+    "impactframe/_dtypes.py",
     "notebooks/quickstart.ipynb",
     "data-samples/",
     "make_samples.py",

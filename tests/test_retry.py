@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from impactframe._constants import BACKOFF_BASE, BACKOFF_CAP, RETRY_AFTER_CAP
-from impactframe._retry import backoff_delay, is_retryable_status, parse_retry_after
+from impactframe.client._retry import backoff_delay, is_retryable_status, parse_retry_after
 
 NOW = dt.datetime(2024, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 

@@ -42,8 +42,8 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 import impactframe as ifr
-from impactframe._cache import CacheKey, ParquetCache
-from impactframe._frame import records_to_frame
+from impactframe._cache._store import CacheKey, ParquetCache
+from impactframe._frame._reference import records_to_frame
 from impactframe._params import normalize_query
 from impactframe.sandbox import Fault, SandboxServer, generate_records
 

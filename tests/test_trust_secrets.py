@@ -33,7 +33,7 @@ import pandas as pd
 import pytest
 
 import impactframe as ifr
-from impactframe._cache import ParquetCache
+from impactframe._cache._store import ParquetCache
 from impactframe.sandbox import Fault, SandboxServer, generate_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -376,7 +376,7 @@ def test_cache_files_are_0600_and_folders_0700_whatever_the_umask(
 
 
 def test_pseudonymize_is_stable_per_salt_and_different_across_salts() -> None:
-    from impactframe._frame import records_to_frame
+    from impactframe._frame._reference import records_to_frame
 
     records = generate_records(300, seed=9, customers=True)
     frame = records_to_frame(records, "customer_records")

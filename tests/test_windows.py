@@ -14,8 +14,8 @@ from pandas.testing import assert_frame_equal
 
 import impactframe.loaders as loaders
 from impactframe._constants import IMPACT_TYPES
-from impactframe._fetch import WINDOWS_PER_WORKER
-from impactframe._windows import split_windows
+from impactframe._paging._concurrent import WINDOWS_PER_WORKER
+from impactframe._paging._windows import split_windows
 from impactframe.sandbox import SandboxServer, generate_records
 
 DAYS = st.dates(min_value=dt.date(2000, 1, 1), max_value=dt.date(2030, 12, 31))
@@ -160,7 +160,7 @@ def test_stopping_early_abandons_the_windows_in_flight() -> None:
     # pages each at 20 ms a request. The caller takes the first page and stops: the walks
     # already running must end after their request in flight, not finish their windows.
     from impactframe import Client
-    from impactframe._fetch import iter_record_pages
+    from impactframe._paging._concurrent import iter_record_pages
     from impactframe._params import normalize_query
 
     records = generate_records(5, seed=5, start="2024-01-01", end="2024-01-02")
@@ -186,10 +186,10 @@ def test_a_walk_waiting_out_a_retry_after_is_abandoned_at_once() -> None:
     import time
 
     from impactframe import Client
-    from impactframe._fetch import _walk
-    from impactframe._handoff import Handoff, WindowPages
+    from impactframe._paging._concurrent import _walk
+    from impactframe._paging._handoff import Handoff, WindowPages
     from impactframe._params import normalize_query
-    from impactframe.client import WalkAbandoned
+    from impactframe.client._client import WalkAbandoned
     from impactframe.sandbox import Fault
 
     stop = threading.Event()
@@ -221,7 +221,7 @@ def test_a_page_budget_bounds_the_pages_waiting_for_the_caller() -> None:
     import time
 
     from impactframe import Client
-    from impactframe._fetch import _windowed_pages
+    from impactframe._paging._concurrent import _windowed_pages
     from impactframe._params import normalize_query
 
     records = generate_records(600, seed=8, start="2024-01-01", end="2024-01-24")
@@ -250,7 +250,7 @@ def test_the_prefetch_thread_ends_when_the_caller_stops_during_a_retry_wait() ->
     import time
 
     from impactframe import Client
-    from impactframe._fetch import iter_raw_pages
+    from impactframe._paging._concurrent import iter_raw_pages
     from impactframe._params import normalize_query
     from impactframe.sandbox import Fault, encode_cursor
 

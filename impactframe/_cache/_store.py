@@ -1,0 +1,424 @@
+"""The Parquet cache of loaded frames (SPEC §6, §10); disk only, no HTTP.
+
+Layout, under a root folder (``0700``; files ``0600``)::
+
+    <root>/<fingerprint>/<endpoint>/<digest>.lock         inter-process lock of one entry
+    <root>/<fingerprint>/<endpoint>/<digest>/manifest.json
+    <root>/<fingerprint>/<endpoint>/<digest>/data-<sha>.parquet
+
+The fingerprint is the Client's hash of base URL and key (never the key); the digest hashes
+the rest of the cache key. The manifest names the data file and its sha256, so a reader
+either sees the old pair or the new one: a writer puts the data under a new name, then
+atomically replaces the manifest, then deletes the old data file. A data file that does not
+match its manifest is corrupt: `ParquetCache.get` warns and returns ``None`` (a refetch),
+never wrong data.
+
+Parquet does not keep every pandas dtype (``string`` storage and missing-value kind, unused
+categories and their order, dict-valued ``metadata``), so the manifest records each column's
+exact dtype and `ParquetCache.get` restores it after one pyarrow read.
+
+This module is the store; its parts live beside it: the key (`_cache_key`), the column codec
+(`_cache_codec`), the root, folders, locks and atomic writes (`_cache_files`) and the refresh merge
+(`_cache_merge`). The names other modules use are importable from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import pathlib
+import re
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .._constants import ENDPOINTS
+from .._version import package_version
+from ..errors import CacheWarning
+from ._codec import _decode_frame, _encode_frame, _Uncacheable
+from ._files import _key_lock, _make_private_dir, _write_atomic, resolve_cache_dir
+from ._key import _FINGERPRINT_RE, CacheKey
+from ._refresh import merge, refresh_start
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CacheKey",
+    "CacheWarning",
+    "ParquetCache",
+    "merge",
+    "refresh_start",
+    "resolve_cache_dir",
+]
+
+logger = logging.getLogger("impactframe.cache")
+
+#: Bump when the layout, the manifest or the frame's values change: entries of other versions
+#: are refetched. 2: mixed-type drift columns keep their strings unquoted.
+SCHEMA_VERSION: int = 2
+
+_MANIFEST = "manifest.json"
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+_DATA_RE = re.compile(r"data-[0-9a-f]{64}\.parquet")
+_COMPRESSION = "zstd"
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+class _Raced(str):
+    """`ParquetCache._read` lost a race with a writer: read again."""
+
+
+class ParquetCache:
+    """Frames stored as Parquet plus a JSON manifest, one entry per `CacheKey`.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The cache folder (see `resolve_cache_dir`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> from impactframe._params import normalize_query
+    >>> store = ParquetCache(resolve_cache_dir(tempfile.mkdtemp()))
+    >>> key = CacheKey("0123456789abcdef", "records", normalize_query("records"), None,
+    ...                "columns", "metadata_", "numpy_nullable")
+    >>> store.get(key) is None
+    True
+    >>> store.put(key, pd.DataFrame({"user_id": pd.array(["U1"], dtype="string")}))
+    >>> store.get(key)["user_id"].dtype
+    <StringDtype(na_value=<NA>)>
+    """
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = pathlib.Path(root)
+
+    def __repr__(self) -> str:
+        return f"ParquetCache(root={str(self.root)!r})"
+
+    def _entry_dir(self, key: CacheKey) -> pathlib.Path:
+        return self.root / key.fingerprint / key.endpoint / key.digest
+
+    def _lock_path(self, key: CacheKey) -> pathlib.Path:
+        return self.root / key.fingerprint / key.endpoint / f"{key.digest}.lock"
+
+    def lock(self, key: CacheKey) -> contextlib.AbstractContextManager[None]:
+        """Hold `key`'s entry against other threads and processes (re-entrant per thread).
+
+        Parameters
+        ----------
+        key : CacheKey
+
+        Returns
+        -------
+        context manager
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from impactframe._params import normalize_query
+        >>> store = ParquetCache(resolve_cache_dir(tempfile.mkdtemp()))
+        >>> key = CacheKey("0123456789abcdef", "records", normalize_query("records"), None,
+        ...                "columns", "metadata_", "numpy_nullable")
+        >>> with store.lock(key), store.lock(key):
+        ...     store.get(key) is None
+        True
+        """
+        return _key_lock(self._lock_path(key)).hold()
+
+    @contextlib.contextmanager
+    def try_lock(self, key: CacheKey) -> Iterator[bool]:
+        """`lock`, or ``False`` with a `CacheWarning` when the disk refuses the entry's lock.
+
+        A failing disk under a usable root (a file where a folder should be, no permission)
+        must not cost the caller its frame: the load goes on without the cache.
+
+        Parameters
+        ----------
+        key : CacheKey
+
+        Returns
+        -------
+        context manager of bool
+            ``True`` while the entry is locked; ``False``: leave the cache alone.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from impactframe._params import normalize_query
+        >>> store = ParquetCache(resolve_cache_dir(tempfile.mkdtemp()))
+        >>> key = CacheKey("0123456789abcdef", "records", normalize_query("records"), None,
+        ...                "columns", "metadata_", "numpy_nullable")
+        >>> with store.try_lock(key) as locked:
+        ...     locked
+        True
+        """
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self.lock(key))
+            except OSError as exc:
+                # user code -> load_records -> _load -> (contextlib) __enter__ -> try_lock
+                warnings.warn(
+                    f"not using the cache: its entry cannot be locked ({exc})",
+                    CacheWarning,
+                    stacklevel=5,
+                )
+                logger.debug("cache entry lock failed: %s", exc)
+                locked = False
+            else:
+                locked = True
+            yield locked
+
+    def get(self, key: CacheKey) -> pd.DataFrame | None:
+        """Return the cached frame of `key`, equal in values and dtypes to the one `put`.
+
+        Parameters
+        ----------
+        key : CacheKey
+
+        Returns
+        -------
+        pandas.DataFrame or None
+            ``None`` when there is no usable entry.
+
+        Warns
+        -----
+        CacheWarning
+            The entry is corrupt (unreadable manifest, data that does not match its sha256,
+            unreadable Parquet) or of another schema version; it will be refetched.
+
+        Examples
+        --------
+        See `ParquetCache`.
+        """
+        folder = self._entry_dir(key)
+        # A writer may replace the entry between our reads of the manifest and the data
+        # (only `put` takes the lock): then the manifest has changed, and we read again.
+        for _ in range(3):
+            outcome = self._read(folder, key)
+            if not isinstance(outcome, _Raced):
+                break
+        if isinstance(outcome, _Raced | str):
+            return self._unusable(str(outcome))
+        return outcome
+
+    @staticmethod
+    def _read(folder: pathlib.Path, key: CacheKey) -> pd.DataFrame | str | _Raced | None:
+        """One attempt: the frame, ``None`` (no entry) or why the entry is unusable."""
+        try:
+            raw = (folder / _MANIFEST).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # e.g. a file where the entry folder should be
+            return f"its manifest cannot be read ({exc})"
+        try:
+            manifest = json.loads(raw)
+            version = manifest["schema_version"]
+        except (ValueError, TypeError, KeyError):
+            return "its manifest is unreadable"
+        if version != SCHEMA_VERSION:
+            return (
+                f"it was written with cache schema version {version!r}, this version "
+                f"reads {SCHEMA_VERSION}"
+            )
+        try:
+            if manifest["digest"] != key.digest:
+                return "its manifest belongs to another query"
+            data_file = manifest["data_file"]
+            if not _DATA_RE.fullmatch(data_file):
+                return "its manifest names an unexpected data file"
+            try:
+                data = (folder / data_file).read_bytes()
+            except FileNotFoundError:
+                with contextlib.suppress(OSError):
+                    if (folder / _MANIFEST).read_bytes() != raw:
+                        return _Raced("its entry kept changing while being read")
+                return "its data file is missing"
+            if len(data) != manifest["data_bytes"] or (
+                hashlib.sha256(data).hexdigest() != manifest["data_sha256"]
+            ):
+                return "its data file does not match the manifest's sha256"
+            table = pq.read_table(pa.BufferReader(data))
+            return _decode_frame(table, manifest["layout"])
+        except (KeyError, TypeError, ValueError, OSError, pa.ArrowException) as exc:
+            # ArrowInvalid is a ValueError; a bad layout gives Key/Type/ValueError.
+            return f"it cannot be read back ({type(exc).__name__}: {exc})"
+
+    @staticmethod
+    def _unusable(reason: str) -> None:
+        # user code -> load_records -> _load -> ParquetCache.get -> _unusable
+        warnings.warn(
+            f"ignoring a cache entry because {reason}; refetching", CacheWarning, stacklevel=5
+        )
+        # DEBUG, not WARNING: the warning already tells the user (the CLI prints both).
+        logger.debug("ignoring a cache entry: %s", reason)
+
+    def put(self, key: CacheKey, frame: pd.DataFrame) -> None:
+        """Store `frame` as `key`'s entry, atomically replacing any previous one.
+
+        A reader sees the old entry or the new one, never a mix; a crash midway leaves the
+        old entry readable. A frame the cache cannot store exactly, or a failing disk, gives a
+        `CacheWarning` and leaves the cache as it was: the caller still has its frame.
+
+        Parameters
+        ----------
+        key : CacheKey
+        frame : pandas.DataFrame
+            With a RangeIndex from 0 and distinct string column names.
+
+        Examples
+        --------
+        See `ParquetCache`.
+        """
+        buffer = io.BytesIO()
+        try:
+            table, layout = _encode_frame(frame)
+            pq.write_table(table, buffer, compression=_COMPRESSION)
+        except (_Uncacheable, pa.ArrowException) as exc:
+            # user code -> load_records -> _load -> ParquetCache.put
+            warnings.warn(f"not cached: {exc}", CacheWarning, stacklevel=4)
+            return
+        data = buffer.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        folder = self._entry_dir(key)
+        try:
+            with self.lock(key):
+                self._write_entry(key, folder, frame, layout, data, sha)
+        except OSError as exc:
+            warnings.warn(
+                f"not cached: the cache entry could not be written ({exc})",
+                CacheWarning,
+                stacklevel=4,
+            )
+
+    def _write_entry(
+        self,
+        key: CacheKey,
+        folder: pathlib.Path,
+        frame: pd.DataFrame,
+        layout: dict[str, Any],
+        data: bytes,
+        sha: str,
+    ) -> None:
+        for path in (self.root / key.fingerprint, folder.parent, folder):
+            _make_private_dir(path)
+        now = _utc_now()
+        created = now
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            previous = json.loads((folder / _MANIFEST).read_bytes())
+            if previous["schema_version"] == SCHEMA_VERSION:
+                created = str(previous["created"])
+        data_file = f"data-{sha}.parquet"
+        _write_atomic(folder / data_file, data)
+        since = refresh_start(frame) if "time_utc" in frame else None
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "package_version": package_version(),
+            **key.describe(),
+            "digest": key.digest,
+            "rows": len(frame),
+            "last_synced_day": since.isoformat() if since is not None else None,
+            "created": created,
+            "updated": now,
+            "data_file": data_file,
+            "data_sha256": sha,
+            "data_bytes": len(data),
+            "layout": layout,
+        }
+        text = json.dumps(manifest, indent=1, ensure_ascii=False, allow_nan=False)
+        _write_atomic(folder / _MANIFEST, text.encode())
+        # Only now is the old data unreferenced; we hold the lock, so leftovers of crashed
+        # writers (temporary files, data no manifest names) can go too.
+        for path in folder.iterdir():
+            if path.name not in (data_file, _MANIFEST) and (
+                _DATA_RE.fullmatch(path.name) or path.name.startswith(".tmp-")
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        logger.debug("cached %d rows of %s in entry %s", len(frame), key.endpoint, key.digest[:12])
+
+    def _entry_dirs(self) -> Iterator[pathlib.Path]:
+        """Every entry folder under the root that follows our layout (nothing else is touched)."""
+        if not self.root.is_dir():
+            return
+        for account in sorted(self.root.iterdir()):
+            if not (account.is_dir() and _FINGERPRINT_RE.fullmatch(account.name)):
+                continue
+            for endpoint in sorted(account.iterdir()):
+                if not (endpoint.is_dir() and endpoint.name in ENDPOINTS):
+                    continue
+                for entry in sorted(endpoint.iterdir()):
+                    if entry.is_dir() and _DIGEST_RE.fullmatch(entry.name):
+                        yield entry
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Return the manifests of the readable entries (for ``impactframe cache list``).
+
+        Returns
+        -------
+        list of dict
+            Each manifest without its column layout, plus ``"path"`` (the entry folder).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> ParquetCache(resolve_cache_dir(tempfile.mkdtemp())).entries()
+        []
+        """
+        found = []
+        for entry in self._entry_dirs():
+            try:
+                manifest = json.loads((entry / _MANIFEST).read_bytes())
+            except (OSError, ValueError):
+                continue
+            if isinstance(manifest, dict):
+                manifest.pop("layout", None)
+                found.append({**manifest, "path": str(entry)})
+        return found
+
+    def clear(self) -> int:
+        """Remove every entry (and its lock file) under the root; return how many.
+
+        Only folders that follow the cache layout are removed, so a root shared with other
+        files is safe.
+
+        Returns
+        -------
+        int
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> ParquetCache(resolve_cache_dir(tempfile.mkdtemp())).clear()
+        0
+        """
+        removed = 0
+        for entry in list(self._entry_dirs()):
+            lock_path = entry.parent / f"{entry.name}.lock"
+            with _key_lock(lock_path).hold():
+                shutil.rmtree(entry)
+                removed += 1
+                if sys.platform != "win32":  # an open file cannot be unlinked there
+                    # Waiters on this inode notice the unlink and lock the new file.
+                    with contextlib.suppress(FileNotFoundError):
+                        lock_path.unlink()
+                    for folder in (entry.parent, entry.parent.parent):
+                        with contextlib.suppress(OSError):  # still holds other entries
+                            folder.rmdir()
+        return removed

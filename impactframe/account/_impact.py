@@ -49,16 +49,16 @@ def _amounts(fields: Mapping[str, Any], where: str, skip: tuple[str, ...]) -> di
         if name in skip:
             continue
         problem = _amount_problem(value)
+        field = f"{where}.{name}" if where else name
         if name in IMPACT_TYPES and problem is not None:
-            field = f"{where}.{name}" if where else name
             msg = f"{field}: the amount {problem}"
             raise ValidationError(msg, field=field, record=_short(dict(fields)))
         if problem is None:
             amounts[name] = value  # a known type, or a new one (warned once, by the caller)
         else:
             msg = (
-                f"the {where or 'impact'} response carries a field impactframe does not know: "
-                f"{name!r} = {_short(value)}; it is not part of the frame"
+                f"unknown field {field!r} = {_short(value)} in the response: neither an impact "
+                "type (not an integer amount) nor part of the frame"
             )
             warnings.warn(msg, SchemaDriftWarning, stacklevel=_caller_stacklevel())
     return amounts

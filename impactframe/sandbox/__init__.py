@@ -54,8 +54,10 @@ Making and cancelling impacts:
   ``donate_money``: 1..1,000,000,000 cents), ``category`` (``plant_tree`` and ``donate_money``
   only), ``customer_email``, ``customer_name`` (only with an e-mail), ``notify`` (a boolean,
   accepted and ignored: the sandbox sends no mail), ``metadata`` (at most 20 string pairs, keys
-  of 1..40 characters, values of at most 500, ``gift`` and ``widgetID`` reserved); texts are
-  non-empty and at most 200 characters. Anything else → 400 naming the field.
+  of 1..40 characters, values of at most 500, ``gift`` and ``widgetID`` reserved). Texts
+  (``category``, ``customer_name``, a cancellation's ``reason``) are non-empty, of at most 200
+  characters; an e-mail has one ``@``, a dot in its domain, no spaces and at most 254
+  characters. Anything else → 400 naming the field, and nothing changes.
 - 200 with the new record, exactly as the records endpoints serve it from then on: under
   ``/v1/customer_records`` when it names a customer, else under ``/v1/records``. Its
   ``user_id`` is the account's; its ``time_utc`` is the server's clock, moved on by a
@@ -69,7 +71,7 @@ Making and cancelling impacts:
   ``message`` ("Impact cancelled"), ``reason`` and the record's amount (under its type) and
   category. Cancelling it again changes nothing and answers the same, with the message "Impact
   was already cancelled". No such impact → 404 ``not_found``. A key both endpoints hold cancels
-  the user record; of duplicate records, the first.
+  (and tracks) the user record; of duplicate records, the first.
 
 The account:
 
@@ -100,7 +102,7 @@ The account:
   ``donation_category`` (a donation's category), ``is_test_transaction`` true,
   ``is_bonus_impact`` false, and ``cancelled_on``/``cancellation_reason`` once cancelled. No
   progress is simulated: the fields of later stages (``impact_completed``, ``certificate``...)
-  are absent. No such impact → 404 ``not_found``.
+  are absent. Both parameters are required (else 400); no such impact → 404 ``not_found``.
 - ``/v1/projects`` (``type``: trees, ocean, carbon or coral; ``locale``: en, de, es, fr or nl,
   accepted, the text staying English) and ``/v1/projects/{id}`` (``locale``): a fixed catalogue
   of six made-up projects, one of them unavailable; an unknown id → 404 ``not_found``.

@@ -8,8 +8,17 @@ import math
 
 from .._params import check_choice, reject
 
-__all__ = ["check_bool", "check_count", "check_endpoint", "check_host", "check_int", "is_number"]
+__all__ = [
+    "ENDPOINT_NAMES",
+    "check_bool",
+    "check_count",
+    "check_endpoint",
+    "check_host",
+    "check_int",
+    "is_number",
+]
 
+#: The records endpoints by name, as `SandboxServer` methods take them.
 ENDPOINT_NAMES = ("records", "customer_records")
 
 

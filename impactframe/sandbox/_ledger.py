@@ -26,12 +26,21 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._constants import IMPACT_TYPES
+from ._checks import ENDPOINT_NAMES
 from ._data import account_user_id
 from ._dataset import Dataset
 
-__all__ = ["Cancellation", "Customer", "Figures", "Ledger", "Snapshot", "format_ms"]
+__all__ = [
+    "Cancellation",
+    "Customer",
+    "Customers",
+    "Figures",
+    "Ledger",
+    "Snapshot",
+    "counted",
+    "format_ms",
+]
 
-ENDPOINT_NAMES = ("records", "customer_records")
 _FIXED_FIELDS = frozenset({"user_id", "time_utc", "category", "metadata", "customer"})
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ID_SPACE = (1000, 10_000_000)  # customer ids "U<n>", as generate_records draws them

@@ -1,6 +1,8 @@
 """impactframe: the 1ClickImpact Records API as typed, validated pandas DataFrames.
 
-Start with :func:`load_records` and :func:`load_customer_records`; see the README.
+Start with :func:`load_records` and :func:`load_customer_records`; :func:`reconcile` proves a
+load complete against the account's own figures (:func:`load_impact`, :func:`load_daily_impact`).
+See the README.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ from . import (
 )
 from ._privacy import pseudonymize
 from ._version import package_version as _package_version
+from .account import (
+    DailyImpactSchema,
+    Reconciliation,
+    load_daily_impact,
+    load_impact,
+    reconcile,
+)
 from .client import Client
 from .errors import (
     APIError,
@@ -37,12 +46,14 @@ __all__ = [
     "CacheWarning",
     "Client",
     "CustomerRecordsSchema",
+    "DailyImpactSchema",
     "DuplicateRecordWarning",
     "ExportResult",
     "ImpactFrameError",
     "ImpactFrameWarning",
     "PaginationError",
     "RateLimitError",
+    "Reconciliation",
     "RecordsSchema",
     "SchemaDriftWarning",
     "ValidationError",
@@ -50,7 +61,10 @@ __all__ = [
     "aggregate",
     "export_parquet",
     "load_customer_records",
+    "load_daily_impact",
+    "load_impact",
     "load_records",
     "pseudonymize",
+    "reconcile",
     "schemas",
 ]

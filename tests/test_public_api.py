@@ -15,12 +15,14 @@ EXPECTED = [
     "CacheWarning",
     "Client",
     "CustomerRecordsSchema",
+    "DailyImpactSchema",
     "DuplicateRecordWarning",
     "ExportResult",
     "ImpactFrameError",
     "ImpactFrameWarning",
     "PaginationError",
     "RateLimitError",
+    "Reconciliation",
     "RecordsSchema",
     "SchemaDriftWarning",
     "ValidationError",
@@ -28,8 +30,11 @@ EXPECTED = [
     "aggregate",
     "export_parquet",
     "load_customer_records",
+    "load_daily_impact",
+    "load_impact",
     "load_records",
     "pseudonymize",
+    "reconcile",
     "schemas",
 ]
 
@@ -51,11 +56,14 @@ def test_every_public_name_is_exported() -> None:
 
 
 def test_keywords_only_and_documented() -> None:
-    for name in ("load_records", "load_customer_records", "export_parquet", "pseudonymize"):
+    names = ("load_records", "load_customer_records", "export_parquet", "pseudonymize")
+    names += ("load_impact", "load_daily_impact", "reconcile")
+    for name in names:
         func = getattr(ifr, name)
         params = list(inspect.signature(func).parameters.values())
         positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
-        assert positional in ([], ["path", "endpoint"], ["df"]), (name, positional)
+        expected = ([], ["path", "endpoint"], ["df"], ["records", "customer_records"])
+        assert positional in expected, (name, positional)
         doc = inspect.getdoc(func) or ""
         assert "Parameters" in doc
         assert "Examples" in doc
@@ -107,6 +115,7 @@ PUBLIC_MODULES = (
     "impactframe.export",
     "impactframe.loaders",
     "impactframe.client",
+    "impactframe.account",
 )
 
 
@@ -147,3 +156,19 @@ def test_every_public_callable_has_a_numpy_docstring_with_an_example() -> None:
             missing.append((name, gaps or ["docstring"]))
     assert len(_public_callables()) > 40  # the walk found the surface
     assert missing == []
+
+
+def test_account_signatures_match_the_spec() -> None:
+    connection = {"client": None, "api_key": None, "base_url": None}
+    cases = (
+        (ifr.load_impact, connection),
+        (ifr.load_daily_impact, {"start_date": None, "end_date": None, **connection}),
+        (
+            ifr.reconcile,
+            {"records": None, "customer_records": None, "start_date": None, "end_date": None}
+            | connection,
+        ),
+    )
+    for func, expected in cases:
+        defaults = {n: p.default for n, p in inspect.signature(func).parameters.items()}
+        assert defaults == expected, func.__name__

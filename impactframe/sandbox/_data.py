@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .._params import reject
 
-__all__ = ["generate_records"]
+__all__ = ["account_user_id", "generate_records"]
 
 _T = TypeVar("_T")
 
@@ -219,6 +219,17 @@ def _pick(options: Sequence[_T], rand: Callable[[], float]) -> _T:
     return options[int(rand() * len(options))]
 
 
+def account_user_id(seed: int) -> str:
+    """The ``user_id`` of the account that :func:`generate_records` makes records for.
+
+    Examples
+    --------
+    >>> account_user_id(0) == generate_records(1, seed=0)[0]["user_id"]
+    True
+    """
+    return f"U{random.Random(seed).randrange(10_000_000, 100_000_000)}"
+
+
 def generate_records(
     n: int,
     *,
@@ -291,7 +302,7 @@ def _generate(
     if first > last:
         msg = f"start {first} is after end {last}; expected start <= end"
         raise ValueError(msg)
-    user_id = f"U{random.Random(seed).randrange(10_000_000, 100_000_000)}"
+    user_id = account_user_id(seed)
     # A string seed is hashed with SHA-512: stable across runs and Python versions.
     rng = random.Random(f"impactframe-sandbox/{seed}/{'customers' if customers else 'records'}")
     times = _timestamps(rng, n, first, (last - first).days + 1)

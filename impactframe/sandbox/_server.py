@@ -1,64 +1,39 @@
-"""The sandbox's HTTP side: record index, query validation, DynamoDB-style paging, handler.
+"""The sandbox's HTTP side: the request log, faults, authentication, routing, the handler.
 
-Speed matters (benchmarks serve a million records): every record is encoded to JSON bytes once,
-pages are joined from those bytes, and date ranges and cursors are found by bisection on the
-sorted timestamps. ``filter_by`` uses per-type position arrays built once (and one cached merge
-per set of types), so no request scans the whole history.
+`App.handle` answers one request: injected faults first (a gateway in front of the API), then
+the key (on every path, known or not), then the route (`_routes`), whose function reads the
+account (`_ledger`) and returns a `Reply`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime as dt
-import gc
 import hmac
-import json
 import logging
-import operator
-import re
 import socket
 import socketserver
 import sys
 import threading
 import time
-from array import array
-from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from heapq import merge
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from itertools import islice
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .._constants import (
-    API_DEFAULT_LIMIT,
-    API_KEY_HEADER,
-    ENDPOINTS,
-    IMPACT_TYPES,
-    MAX_PAGE_SIZE,
-    SORT_ORDERS,
-)
-from .._params import reject
+from .._constants import API_KEY_HEADER
+from ._dataset import Dataset
 from ._faults import FaultPlan
+from ._ledger import Ledger
+from ._protocol import BadRequest, Call, Reply, error_body
+from ._routes import PATHS, resolve
 
-__all__ = ["LoggedRequest"]
+__all__ = ["App", "LoggedRequest", "SandboxHTTPServer"]
 
 logger = logging.getLogger("impactframe.sandbox")
 
-_NO_KIND = 255  # code of a record without a known impact field (it never matches filter_by)
-_EMPTY = array("q")
-# Its own copy, not _params._DATE_RE: the sandbox fakes the server, which checks dates on its
-# own terms, so the client's checks must not shape what it accepts.
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_LIMIT = re.compile(r"[0-9]{1,4}")
-_CURSOR_KEYS = frozenset({"createdOn", "userID"})
-_PARAMS = ("filter_by", "start_date", "end_date", "limit", "cursor", "sort_order")
-_CUSTOMER_PARAMS = ("customer_email", *_PARAMS)
-_ROUTES = {route: endpoint for endpoint, (route, _) in ENDPOINTS.items()}
+#: The largest request body read (a POST's JSON is a few hundred bytes).
+MAX_BODY = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -100,353 +75,54 @@ class LoggedRequest:
     records: int | None = None
 
 
-@dataclass(frozen=True)
-class CursorKey:
-    """A decoded cursor: the last evaluated key (plus a tiebreak for duplicate keys)."""
-
-    created_on: str
-    user_id: str
-    seq: int = 0
-
-
-@dataclass(frozen=True)
-class Query:
-    """A validated request to a records endpoint."""
-
-    kinds: frozenset[str] | None = None
-    email: str | None = None
-    start: str | None = None  # YYYY-MM-DD, inclusive
-    end: str | None = None  # YYYY-MM-DD, inclusive
-    limit: int = API_DEFAULT_LIMIT
-    descending: bool = False
-    cursor: CursorKey | None = None
-
-
-class BadRequest(Exception):
-    """A request the API would refuse; becomes a JSON error response."""
-
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-        self.message = message
-
-
-def _bad(message: str) -> BadRequest:
-    return BadRequest(400, "validation_error", message)
-
-
-def error_body(error_type: str, message: str) -> bytes:
-    """The API's error shape, ``{"type": ..., "message": ...}``, as bytes."""
-    return json.dumps({"type": error_type, "message": message}).encode()
-
-
-def _text(value: object) -> str:
-    # Sort keys of records as given: strings as they are, anything else as its JSON text, so
-    # that even malformed records (served on purpose to test validation) have a place.
-    return value if isinstance(value, str) else json.dumps(value, default=repr)
-
-
-def _texts(values: list[Any]) -> list[str]:
-    if all(type(value) is str for value in values):  # the usual case, checked fast
-        return values
-    return [_text(value) for value in values]
-
-
-def _encoder() -> Callable[[object], str]:
-    """``json.dumps(obj, separators=(",", ":"), ensure_ascii=False)``, without per-call setup."""
-    if c_make_encoder is None:  # pragma: no cover - CPython always has the C accelerator
-        return json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-    def default(obj: object) -> object:
-        msg = f"Object of type {type(obj).__name__} is not JSON serializable"
-        raise TypeError(msg)
-
-    encode = c_make_encoder(None, default, encode_basestring, None, ":", ",", False, False, True)
-    return lambda obj: "".join(encode(obj, 0))
-
-
-class Dataset:
-    """The records of one endpoint: sorted by ``(time_utc, user_id)``, encoded, indexed.
-
-    Records are kept only as their JSON bytes; :meth:`records` decodes them again.
-    """
-
-    def __init__(self, records: Iterable[Mapping[str, Any]], *, name: str) -> None:
-        items = list(records)
-        for i, record in enumerate(items):
-            if not isinstance(record, Mapping):
-                shown = f"item {i} (of type {type(record).__name__})"
-                accepted = "a list of dicts (records in the API's JSON shape)"
-                reject(name, record, accepted, shown=shown)
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # building millions of small objects; collections would find nothing
-        try:
-            self._build(items, name)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        self._lock = threading.Lock()
-        self._merged: dict[frozenset[str], array[int]] = {}
-
-    def _build(self, items: list[Mapping[str, Any]], name: str) -> None:
-        times = _texts([r.get("time_utc") for r in items])
-        users = _texts([r.get("user_id") for r in items])
-        if not all(map(operator.lt, times, islice(times, 1, None))):
-            order = sorted(range(len(items)), key=lambda i: (times[i], users[i]))  # stable
-            items = [items[i] for i in order]
-            times = [times[i] for i in order]
-            users = [users[i] for i in order]
-        self.times = times
-        self.users = users
-        encode = _encoder()
-        try:
-            self.encoded = [encode(r).encode() for r in items]
-        except (TypeError, ValueError) as exc:
-            msg = f"{name} must hold only JSON values: {exc}"
-            raise ValueError(msg) from exc
-        codes = bytearray(len(items))
-        by_kind: dict[str, list[int]] = {kind: [] for kind in IMPACT_TYPES}
-        by_email: dict[str, list[int]] = {}
-        kinds = tuple(enumerate(IMPACT_TYPES))
-        for i, record in enumerate(items):
-            for code, kind in kinds:
-                if kind in record:
-                    codes[i] = code
-                    by_kind[kind].append(i)
-                    break
-            else:
-                codes[i] = _NO_KIND
-            customer = record.get("customer")
-            if type(customer) is dict or isinstance(customer, Mapping):  # the fast check first
-                email = customer.get("customer_email")
-                if isinstance(email, str):
-                    by_email.setdefault(email, []).append(i)
-        self.codes = codes
-        self._by_kind = {kind: array("q", positions) for kind, positions in by_kind.items()}
-        self._by_email = {email: array("q", positions) for email, positions in by_email.items()}
-
-    def __len__(self) -> int:
-        return len(self.encoded)
-
-    def records(self) -> list[dict[str, Any]]:
-        """The records, decoded from the bytes served, in ascending order."""
-        return json.loads(b"[" + b",".join(self.encoded) + b"]")  # type: ignore[no-any-return]
-
-    # -- paging ---------------------------------------------------------------------------------
-
-    def page(
-        self, query: Query, *, filter_after_limit: bool, repeat: bool
-    ) -> tuple[list[bytes], str | None]:
-        """The encoded records of one page and the cursor to the next (``None``: last page).
-
-        Without ``filter_after_limit``, ``filter_by`` selects before ``limit`` counts and the
-        cursor is present exactly when more matching records follow. With it, the page scans
-        ``limit`` records of the range (date range, ``customer_email``, cursor) first and drops
-        the ones ``filter_by`` excludes afterwards, DynamoDB style: a full scan always carries a
-        cursor, even when nothing follows. ``repeat`` starts the page at the cursor's record.
-        """
-        times = self.times
-        lo = bisect_left(times, query.start) if query.start else 0
-        hi = bisect_left(times, query.end + "\uffff") if query.end else len(times)
-        if query.cursor is not None:
-            pos, found = self._locate(query.cursor)
-            again = found and repeat and lo <= pos < hi  # the "repeat" fault: include it again
-            if query.descending:
-                hi = min(hi, pos + 1 if again else pos)
-            else:
-                lo = max(lo, pos + 1 if found and not again else pos)
-        limit = query.limit
-        scan_kinds = None if filter_after_limit else query.kinds
-        candidates = self._candidates(query.email, scan_kinds)
-        scanned: Iterable[int]
-        if candidates is None:
-            size = max(0, hi - lo)
-            take = min(limit, size)
-            scanned = range(hi - 1, hi - 1 - take, -1) if query.descending else range(lo, lo + take)
-        else:
-            first = bisect_left(candidates, lo)
-            stop = max(first, bisect_left(candidates, hi))
-            size = stop - first
-            take = min(limit, size)
-            if query.descending:
-                scanned = candidates[stop - take : stop][::-1]
-            else:
-                scanned = candidates[first : first + take]
-        # DynamoDB returns a LastEvaluatedKey whenever it stopped at Limit, even at the very end.
-        more = take > 0 and (take == limit if filter_after_limit else size > take)
-        cursor = self._cursor(scanned[-1]) if more else None  # type: ignore[index]
-        encoded = self.encoded
-        if filter_after_limit and query.kinds:
-            wanted = {IMPACT_TYPES.index(kind) for kind in query.kinds}
-            codes = self.codes
-            return [encoded[p] for p in scanned if codes[p] in wanted], cursor
-        if isinstance(scanned, range) and scanned.step == 1:
-            return encoded[scanned.start : scanned.stop], cursor
-        return [encoded[p] for p in scanned], cursor
-
-    def _candidates(self, email: str | None, kinds: frozenset[str] | None) -> array[int] | None:
-        """Sorted positions of the records to scan, or ``None`` for all of them."""
-        if email is not None:
-            positions = self._by_email.get(email, _EMPTY)
-            if not kinds:
-                return positions
-            wanted = {IMPACT_TYPES.index(kind) for kind in kinds}
-            codes = self.codes
-            return array("q", [p for p in positions if codes[p] in wanted])
-        if not kinds:
-            return None
-        if len(kinds) == 1:
-            return self._by_kind[next(iter(kinds))]
-        with self._lock:  # at most 26 combinations of several types: merge each once
-            merged = self._merged.get(kinds)
-            if merged is None:
-                merged = array("q", merge(*(self._by_kind[kind] for kind in kinds)))
-                self._merged[kinds] = merged
-        return merged
-
-    def _locate(self, key: CursorKey) -> tuple[int, bool]:
-        """Position of the cursor's record and whether it exists (else: where it would be)."""
-        lo = bisect_left(self.times, key.created_on)
-        hi = bisect_right(self.times, key.created_on, lo)
-        first = bisect_left(self.users, key.user_id, lo, hi)  # users are sorted within a time
-        stop = bisect_right(self.users, key.user_id, first, hi)
-        if first == stop:
-            return first, False
-        return min(first + key.seq, stop - 1), True
-
-    def _cursor(self, pos: int) -> str:
-        created_on, user_id = self.times[pos], self.users[pos]
-        key: dict[str, object] = {"createdOn": created_on, "userID": user_id}
-        lo = bisect_left(self.times, created_on)
-        hi = bisect_right(self.times, created_on, lo)
-        first = bisect_left(self.users, user_id, lo, hi)
-        if bisect_right(self.users, user_id, first, hi) - first > 1:
-            key["seq"] = pos - first  # only duplicate keys need a tiebreak
-        raw = json.dumps(key, separators=(",", ":"), ensure_ascii=False).encode()
-        return base64.b64encode(raw).decode("ascii")
-
-
-def encode_cursor(created_on: str, user_id: str) -> str:
-    """The cursor the sandbox sends after the record ``(created_on, user_id)``.
-
-    Parameters
-    ----------
-    created_on : str
-        The record's ``time_utc``.
-    user_id : str
-        The record's ``user_id``.
-
-    Returns
-    -------
-    str
-        Base64 of the JSON key ``{"createdOn": ..., "userID": ...}``, as DynamoDB-style
-        APIs page.
-
-    Examples
-    --------
-    >>> encode_cursor("2024-07-01T00:00:00.000Z", "U1")[:12]
-    'eyJjcmVhdGVk'
-    """
-    raw = json.dumps({"createdOn": created_on, "userID": user_id}, separators=(",", ":"))
-    return base64.b64encode(raw.encode()).decode("ascii")
-
-
-def decode_cursor(value: str) -> CursorKey:
-    """Decode a cursor parameter; ``BadRequest`` unless it is base64 JSON of the expected keys."""
-    # A client that forgets to percent-encode sends base64's "+" raw, which decodes to a space.
-    try:
-        raw = base64.b64decode(value.replace(" ", "+"), validate=True)
-        key = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        msg = "Invalid cursor: not a cursor this API returned"
-        raise _bad(msg) from exc
-    if not isinstance(key, dict) or not _CURSOR_KEYS <= key.keys() <= _CURSOR_KEYS | {"seq"}:
-        msg = "Invalid cursor: not a cursor this API returned"
-        raise _bad(msg)
-    created_on, user_id, seq = key["createdOn"], key["userID"], key.get("seq", 0)
-    if not (isinstance(created_on, str) and isinstance(user_id, str)):
-        msg = "Invalid cursor: not a cursor this API returned"
-        raise _bad(msg)
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        msg = "Invalid cursor: not a cursor this API returned"
-        raise _bad(msg)
-    return CursorKey(created_on, user_id, seq)
-
-
-def parse_query(params: Mapping[str, list[str]], *, customers: bool) -> Query:
-    """Validate the query parameters of a records endpoint (``BadRequest`` on the first error)."""
-    accepted = _CUSTOMER_PARAMS if customers else _PARAMS
-    for name, values in params.items():
-        if name not in accepted:
-            msg = f"Unknown query parameter {name!r}; accepted: {', '.join(accepted)}"
-            raise _bad(msg)
-        if name != "filter_by" and len(values) > 1:
-            msg = f"{name} may be given only once"
-            raise _bad(msg)
-    kinds = None
-    if "filter_by" in params:
-        for kind in params["filter_by"]:
-            if kind not in IMPACT_TYPES:
-                msg = f"Invalid filter_by {kind!r}; accepted: {', '.join(IMPACT_TYPES)}"
-                raise _bad(msg)
-        kinds = frozenset(params["filter_by"])
-    start = _day(params, "start_date")
-    end = _day(params, "end_date")
-    if start and end and start > end:
-        msg = f"start_date ({start}) must not be after end_date ({end})"
-        raise _bad(msg)
-    limit = API_DEFAULT_LIMIT
-    if "limit" in params:
-        text = params["limit"][0]
-        if not _LIMIT.fullmatch(text) or int(text) > MAX_PAGE_SIZE:
-            msg = f"limit must be an integer between 0 and {MAX_PAGE_SIZE}, got {text!r}"
-            raise _bad(msg)
-        limit = int(text)
-    order = params.get("sort_order", ["asc"])[0]
-    if order not in SORT_ORDERS:
-        msg = f"Invalid sort_order {order!r}; accepted: {', '.join(SORT_ORDERS)}"
-        raise _bad(msg)
-    cursor = decode_cursor(params["cursor"][0]) if "cursor" in params else None
-    email = params.get("customer_email", [None])[0]
-    if email == "":
-        msg = "customer_email must not be empty"
-        raise _bad(msg)
-    return Query(kinds, email, start, end, limit, order == "desc", cursor)
-
-
-def _day(params: Mapping[str, list[str]], name: str) -> str | None:
-    if name not in params:
-        return None
-    text = params[name][0]
-    if _DATE.fullmatch(text):
-        try:
-            dt.date.fromisoformat(text)
-        except ValueError:
-            pass
-        else:
-            return text
-    msg = f"{name} must be a real date in the format YYYY-MM-DD, got {text!r}"
-    raise _bad(msg)
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The request's body, read whole (so a kept-alive connection stays in step); up to
+    `MAX_BODY` bytes of a ``Content-Length`` body, no chunked bodies."""
+    if handler.headers.get("Transfer-Encoding"):
+        msg = "Chunked request bodies are not supported: send a Content-Length"
+        raise BadRequest(411, "validation_error", msg)
+    length = handler.headers.get("Content-Length")
+    if length is None:
+        return b""
+    if not length.isdigit():
+        msg = f"Content-Length must be a number of bytes, got {length!r}"
+        raise BadRequest(400, "validation_error", msg)
+    if int(length) > MAX_BODY:
+        msg = f"The request body is larger than {MAX_BODY} bytes"
+        raise BadRequest(413, "validation_error", msg)
+    return handler.rfile.read(int(length))
 
 
 @dataclass
 class App:
-    """What the sandbox answers: routing, auth, faults, paging, and the request log."""
+    """What the sandbox answers: faults, authentication, routing, and the request log."""
 
     api_key: str
-    datasets: dict[str, Dataset]
+    ledger: Ledger
     plan: FaultPlan
     filter_after_limit: bool = False
     latency: float = 0.0
     log: deque[LoggedRequest] = field(default_factory=lambda: deque(maxlen=100_000))
     log_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def datasets(self) -> Mapping[str, Dataset]:
+        """The records served now, by endpoint name."""
+        return self.ledger.snapshot.datasets
+
     def handle(self, handler: Handler) -> None:
         """Answer one request: faults first (a gateway in front of the API), then the API."""
         url = urlsplit(handler.path)
         path = url.path
         params = parse_qs(url.query, keep_blank_values=True)
+        try:
+            request_body = read_body(handler)
+        except BadRequest as exc:  # the connection is out of step: answer and close it
+            self._log(handler.command, path, params, exc.status, None, None)
+            headers = {"Content-Type": "application/json", "Connection": "close"}
+            send(handler, exc.status, headers, error_body(exc.error_type, exc.message))
+            handler.close_connection = True
+            return
         faults = self.plan.take(path, "cursor" in params)
         delay = self.latency + sum(f.delay for f in faults if f.kind == "latency")
         if delay:
@@ -462,38 +138,48 @@ class App:
         if fault is not None and kind == "status":
             status, headers, body = fault.response()
         else:
+            headers = {"Content-Type": "application/json"}
             try:
                 key = handler.headers.get(API_KEY_HEADER)
-                status, body, count = self.answer(path, params, key, repeat=kind == "repeat")
+                reply = self.answer(
+                    handler.command, path, params, key, request_body, repeat=kind == "repeat"
+                )
             except BadRequest as exc:
                 status, body = exc.status, error_body(exc.error_type, exc.message)
-            headers = {"Content-Type": "application/json"}
+                headers.update(exc.headers)
+            else:
+                status, body, count = reply.status, reply.body, reply.count
+                headers.update(reply.headers)
         # Log before sending: a client that got its answer must find the request in the log.
         self._log(handler.command, path, params, status, label, count)
         send(handler, status, headers, body, truncate=kind == "truncate")
 
     def answer(
-        self, path: str, params: dict[str, list[str]], key: str | None, *, repeat: bool = False
-    ) -> tuple[int, bytes, int]:
-        """Status, body and record count of a request no status/drop fault intercepted."""
-        endpoint = _ROUTES.get(path)
-        if endpoint is None:
-            routes = ", ".join(_ROUTES)
-            raise BadRequest(404, "not_found", f"No such endpoint {path!r}; endpoints: {routes}")
-        records_key = ENDPOINTS[endpoint][1]
+        self,
+        method: str,
+        path: str,
+        params: dict[str, list[str]],
+        key: str | None,
+        body: bytes = b"",
+        *,
+        repeat: bool = False,
+    ) -> Reply:
+        """The answer to a request no status/drop fault intercepted."""
+        # The key first, on every path, known or not: an unknown key learns nothing of the API.
         if key is None or not hmac.compare_digest(
             key.encode("utf-8", "surrogateescape"), self.api_key.encode("utf-8", "surrogateescape")
         ):
             raise BadRequest(401, "key_error", "API Key does not exist")
-        query = parse_query(params, customers=endpoint == "customer_records")
-        items, cursor = self.datasets[endpoint].page(
-            query, filter_after_limit=self.filter_after_limit, repeat=repeat
-        )
-        parts = [b'{"', records_key.encode(), b'":[', b",".join(items), b"]"]
-        if cursor is not None:
-            parts += [b',"cursor":"', cursor.encode("ascii"), b'"']
-        parts.append(b"}")
-        return 200, b"".join(parts), len(items)
+        found = resolve(path)
+        if found is None:
+            paths = ", ".join(PATHS)
+            raise BadRequest(404, "not_found", f"No such endpoint {path!r}; endpoints: {paths}")
+        allowed, endpoint, path_args = found
+        if method != allowed:
+            msg = f"Method {method!r} is not supported on {path}; it takes {allowed}"
+            raise BadRequest(501, "method_not_allowed", msg, {"Allow": allowed})
+        call = Call(self.ledger, params, body, path_args, repeat, self.filter_after_limit)
+        return endpoint(call)
 
     def _log(
         self,
@@ -544,12 +230,14 @@ class Handler(BaseHTTPRequestHandler):
         return self.server_version
 
     def do_GET(self) -> None:
-        """Serve a GET request."""
+        """Serve a request (GET, or the methods below: the key is checked before the method)."""
         try:
             self.server.app.handle(self)
         except OSError as exc:  # the client went away mid-answer
             logger.debug("client %s disconnected: %r", self.client_address, exc)
             self.close_connection = True
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (bad request line, unsupported method) as API-style JSON."""

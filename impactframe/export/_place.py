@@ -130,6 +130,7 @@ def _protected(target: Path) -> str | None:
     for place, name in places:
         if resolved == place:
             return f"it is {name}"
+    for place, name in places:
         if resolved in place.parents:
             return f"it holds {name}"
     return None

@@ -123,6 +123,7 @@ _CLI_WORDS = (
     ("base_url: ", "--base-url: "),
     ("path: ", "--out: "),
     ("out: ", "--out: "),
+    ("cache: ", "--cache-dir: "),
     ("start_date: ", "--start: "),
     ("end_date: ", "--end: "),
     ("customer_email: ", "--customer-email: "),

@@ -124,7 +124,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": (
         "stream a whole history into a partitioned Parquet dataset",
         "Stream every record of the query into a hive-partitioned Parquet dataset "
-        "(year=2024/month=9/...), with memory bounded by one batch; readable by pandas, "
+        "(year=2024/month=09/...), with memory bounded by one batch; readable by pandas, "
         "pyarrow, DuckDB, Dask and Spark.",
     ),
     "summary": (

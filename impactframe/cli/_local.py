@@ -88,8 +88,9 @@ def _add_sandbox(commands: Commands, parents: list[Parser]) -> None:
         "--port", type=port, default=8000, help="port, 0 for any free one (default %(default)s)"
     )
     helps = (
-        "generated records (default %(default)s)",
-        "generated customer records (default: as many as --records)",
+        "generated records, SandboxServer(n_records=N) in Python (default %(default)s)",
+        "generated customer records, n_customer_records= in Python (default: as many as "
+        "--records)",
     )
     _data_options(parser, 10_000, None, helps)
     parser.add_argument(

@@ -3,7 +3,7 @@
 Pages are gathered into batches of about ``batch_records`` records; each batch goes through a
 reference `FrameBuilder` of its own (the builder whose frames the loaders' `FastFrameBuilder`
 reproduces: same checks, validation and dtypes), becomes an Arrow table and is written as new
-files, one per partition (``year=2024/month=9/part-00003-<run>.parquet``). Memory is bounded by
+files, one per partition (``year=2024/month=09/part-00003-<run>.parquet``). Memory is bounded by
 one batch, never by the history.
 
 This module checks the arguments and runs the stream; its steps live beside it:
@@ -49,7 +49,7 @@ __all__ = ["PARTITION_KEYS", "ExportResult", "export_parquet"]
 
 logger = logging.getLogger("impactframe")
 
-#: Columns a dataset can be partitioned by, as hive folders (``year=2024/month=9``).
+#: Columns a dataset can be partitioned by, as hive folders (``year=2024/month=09``).
 PARTITION_KEYS = ("year", "month", "day", "impact_type")
 #: With concurrency, pages fetched ahead of the writer per worker (at most about twice this
 #: waits in memory; see `impactframe._handoff`).

@@ -89,8 +89,7 @@ def _add_sandbox(commands: Commands, parents: list[Parser]) -> None:
     )
     helps = (
         "generated records, SandboxServer(n_records=N) in Python (default %(default)s)",
-        "generated customer records, n_customer_records= in Python (default: as many as "
-        "--records)",
+        "generated customer records, n_customer_records= in Python (default: as many as --records)",
     )
     _data_options(parser, 10_000, None, helps)
     parser.add_argument(

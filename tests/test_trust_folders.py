@@ -204,7 +204,8 @@ def test_demo_keeps_a_file_of_the_users_in_its_folders(tmp_path: Path) -> None:
     (fresh / "records.parquet").mkdir()  # now not the demo's: another run leaves it
     (fresh / "records.parquet" / "x").write_text("mine")
     again = cli(*args[:2], str(fresh), *args[3:], "--no-progress", cwd=tmp_path)
-    assert again.returncode != 0
+    assert again.returncode == 2, again.stderr  # refused before anything starts
+    assert "'records.parquet'" in again.stderr
     assert (fresh / "records.parquet" / "x").read_text() == "mine"
 
 
@@ -401,6 +402,10 @@ def test_cache_is_a_flag_and_the_folder_its_own_option(
                     cwd=tmp_path, env=env)  # fmt: skip
     assert old_style.returncode == 2
     assert f"--cache-dir {mine}" in old_style.stderr
+    swallowed = cli("fetch", "--cache", "--refresh", "records", "--out", "z.parquet",
+                    cwd=tmp_path, env=env)  # fmt: skip
+    assert swallowed.returncode == 2
+    assert "put records before the options" in swallowed.stderr
 
 
 # -- CSV cells a spreadsheet would run -------------------------------------------------------------

@@ -74,7 +74,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def cache_dir_hint(argv: tuple[str, ...] | list[str]) -> str:
-    """A hint when ``--cache`` is followed by what looks like a folder (``--cache DIR``).
+    """A hint when ``--cache`` is followed by a folder, or ``--refresh`` by the endpoint.
 
     ``--cache`` is a flag; the folder is ``--cache-dir DIR``. Only said when a usage error
     happened, since ``--cache records`` (the endpoint after the flag) is right.
@@ -85,11 +85,15 @@ def cache_dir_hint(argv: tuple[str, ...] | list[str]) -> str:
     ' (--cache takes no folder: use --cache-dir DIR, e.g. --cache-dir /tmp/c)'
     >>> cache_dir_hint(["fetch", "--cache", "records"])
     ''
+    >>> cache_dir_hint(["fetch", "--cache", "--refresh", "records"])
+    " (--refresh takes only 'full': put records before the options)"
     """
     for i, arg in enumerate(argv[:-1]):
         following = argv[i + 1]
         if arg == "--cache" and not following.startswith("-") and following not in _ENDPOINT_NAMES:
             return f" (--cache takes no folder: use --cache-dir DIR, e.g. --cache-dir {following})"
+        if arg == "--refresh" and following in _ENDPOINT_NAMES:
+            return f" (--refresh takes only 'full': put {following} before the options)"
     return ""
 
 

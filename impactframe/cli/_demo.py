@@ -247,7 +247,8 @@ def run_demo(
     files.append(
         (
             folder / DATASET_DIR,
-            f"{dataset.records:,} rows in {dataset.files} files (hive year=/month= folders)",
+            f"{dataset.records:,} rows in {dataset.files} file{'' if dataset.files == 1 else 's'}"
+            " (hive year=/month= folders)",
         )
     )
     skipped = _write_chart(df, folder / CHART_FILE) if len(df) else "no records to draw"
@@ -320,14 +321,22 @@ def _demo_folder(out: str | os.PathLike[str]) -> Path:
     if folder.exists() and not folder.is_dir():
         msg = f"out: {shown} is a file; expected a folder for the demo's files"
         raise ValueError(msg)
-    if not (folder / DEMO_MARKER).is_file():
+    if (folder / DEMO_MARKER).is_file():
+        # The demo's own folder: still, a name of its files taken by the wrong kind (a
+        # folder where it writes a file) is not one it wrote.
+        taken = [
+            name
+            for name in _DEMO_NAMES
+            if (folder / name).exists() and (folder / name).is_dir() != (name == DATASET_DIR)
+        ]
+    else:
         taken = [name for name in _DEMO_NAMES if (folder / name).exists()]
-        if taken:
-            msg = (
-                f"out: {shown} already holds {taken[0]!r}, which the demo did not write; "
-                "nothing was changed: choose a new folder (--out DIR)"
-            )
-            raise ValueError(msg)
+    if taken:
+        msg = (
+            f"out: {shown} already holds {taken[0]!r}, which the demo did not write; "
+            "nothing was changed: choose a new folder (--out DIR)"
+        )
+        raise ValueError(msg)
     # The dataset subfolder is checked like any export target before anything starts.
     check_target(folder / DATASET_DIR, overwrite=True)
     folder.mkdir(parents=True, exist_ok=True)

@@ -334,7 +334,8 @@ def _demo_folder(out: str | os.PathLike[str]) -> Path:
     if taken:
         msg = (
             f"out: {shown} already holds {taken[0]!r}, which the demo did not write; "
-            "nothing was changed: choose a new folder (--out DIR)"
+            "nothing was changed: choose a new folder (--out DIR), or remove a demo folder "
+            "of an older impactframe, which had no marker"
         )
         raise ValueError(msg)
     # The dataset subfolder is checked like any export target before anything starts.

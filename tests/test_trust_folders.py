@@ -533,3 +533,17 @@ def test_progress_bar_shows_in_a_0x0_terminal_and_keeps_its_last_line(
     final = text.replace("\r", "\n").rstrip("\n").rsplit("\n", 1)[-1]
     assert f"{len(RECORDS)}" in final, text[-500:]
     assert "records" in final
+
+
+def test_files_added_during_an_export_stop_the_swap(conn: dict[str, Any], tmp_path: Path) -> None:
+    from impactframe.export._place import _place
+
+    out = tmp_path / "records"
+    export_parquet(out, **conn, max_records=5)
+    (out / "added-meanwhile.txt").write_text("mine")  # after the checks, before the swap
+    before = snapshot(out)
+    new = tmp_path / "records.tmp-new"
+    new.mkdir()
+    with pytest.raises(FileExistsError, match=r"added-meanwhile\.txt"):
+        _place(new, out, True, "0" * 32)
+    assert snapshot(out) == before

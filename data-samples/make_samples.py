@@ -52,6 +52,7 @@ def make_samples(out: Path = HERE) -> dict[str, Path]:
             "records": ifr.load_records(**connection),
             "customer_records": ifr.load_customer_records(**connection),
         }
+    out.mkdir(parents=True, exist_ok=True)  # write_frame creates no folder itself
     return {name: write_frame(frames[name], out / FILES[name]) for name in FILES}
 
 

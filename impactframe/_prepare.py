@@ -64,6 +64,9 @@ class Plan:
             reject("cache", cache, "True, False or a folder path")
         if refresh not in (False, True, "full") or not isinstance(refresh, bool | str):
             reject("refresh", refresh, "False, True or 'full'")
+        if refresh is not False and cache is False:
+            # A refresh updates a cached result; without a cache it would silently do nothing.
+            reject("refresh", refresh, "False when cache=False (it updates a cache)")
 
     @property
     def builder_options(self) -> dict[str, Any]:
@@ -119,6 +122,10 @@ def prepare(
     Traceback (most recent call last):
     ...
     ValueError: concurrency: 0 is not accepted; expected an int >= 1
+    >>> prepare("records", refresh=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: refresh: True is not accepted; expected False when cache=False (it updates a cache)
     """
     checked_query = normalize_query(endpoint, **query)
     checked_max = normalize_max_records(max_records)

@@ -1,14 +1,38 @@
-"""The progress bar of the loaders and of ``export_parquet``: tqdm, shown only where seen."""
+"""The progress bar of the loaders and of ``export_parquet``: tqdm, shown only where seen.
+
+The bar's last state stays on screen when the work ends (how many records, how long), and a
+terminal that reports a size of 0 x 0 (a fresh pty, some CI runners) gets an 80-column bar
+instead of an invisible one.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["_progress_bar"]
+
+
+#: Bar width and screen height assumed when the terminal reports 0 (tqdm would draw nothing).
+FALLBACK_SIZE = (80, 24)
+
+
+def _screen() -> dict[str, int]:
+    """tqdm's ``ncols``/``nrows`` for a terminal that reports 0 x 0; empty: tqdm measures."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # not a terminal, or no fileno
+        return {}
+    fixed = {}
+    if size.columns <= 0:
+        fixed["ncols"] = FALLBACK_SIZE[0]
+    if size.lines <= 0:
+        fixed["nrows"] = FALLBACK_SIZE[1]
+    return fixed
 
 
 def _in_notebook() -> bool:
@@ -27,12 +51,15 @@ def _progress_bar(progress: bool | None, description: str) -> Iterator[Any]:
     if not progress:
         yield None
         return
+    options: dict[str, Any] = {}
     if _in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
         from tqdm.notebook import tqdm
     else:  # tqdm.auto would warn in a notebook without ipywidgets; a text bar works anywhere
         from tqdm.std import tqdm  # type: ignore[assignment]
 
-    bar = tqdm(desc=description, unit=" records", unit_scale=True, leave=False)
+        options.update(_screen())
+    # leave=True: the final count and time stay as one line once the work is done.
+    bar = tqdm(desc=description, unit=" records", unit_scale=True, leave=True, **options)
     try:
         yield bar
     finally:

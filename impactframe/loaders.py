@@ -125,7 +125,7 @@ def _load(
                     sort_order=query.sort_order,
                     **plan.builder_options,
                 )
-            store.put(key, frame)
+            store.put(key, frame, full=since is None)  # `built`: the last full fetch
             return frame
 
 

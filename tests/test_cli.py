@@ -108,6 +108,7 @@ def load(server: SandboxServer, endpoint: str = "records", **query: object) -> p
 
 def test_fetch_parquet_equals_load_records(server: SandboxServer, tmp_path: Path) -> None:
     out = tmp_path / "nested" / "records.parquet"
+    out.parent.mkdir()  # fetch creates no folder (a typo must not make one, even at /)
     result = run(
         "fetch", "records", "--out", str(out), "--base-url", server.url,
         "--concurrency", "3", "--filter-by", "tree_planted,carbon_captured",
@@ -201,8 +202,13 @@ def test_demo_from_the_installed_script(tmp_path: Path) -> None:
     assert (out / "records_dataset" / "_common_metadata").is_file()
     assert (out / "impact_by_month.png").read_bytes()[:8] == PNG_MAGIC
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary.columns) == ["month", *aggregate.totals(records).index]
-    assert summary.drop(columns="month").sum().tolist() == aggregate.totals(records).tolist()
+    totals = aggregate.totals(records)
+    # Money is labelled: cents, and dollars beside them (the demo prints dollars).
+    names = [f"{t}_cents" if t == "money_donated" else t for t in totals.index]
+    assert list(summary.columns) == ["month", *names, "money_donated_usd"]
+    sums = summary.drop(columns=["month", "money_donated_usd"]).sum().tolist()
+    assert sums == totals.tolist()
+    assert summary["money_donated_usd"].sum() == pytest.approx(totals["money_donated"] / 100)
 
     text = result.stdout
     money = int(aggregate.totals(records)["money_donated"])
@@ -216,6 +222,9 @@ def test_demo_from_the_installed_script(tmp_path: Path) -> None:
     match = re.search(r"Done in [\d.]+ s: (\d+) HTTP requests, (\d+) of them retried", text)
     assert match, text
     assert int(match[2]) == 3  # the injected 503, 503 and 429 were all retried
+    # The banner that explains the injected faults comes before the retries.
+    assert text.startswith("impactframe demo: the Records API on an embedded sandbox")
+    assert "injected on purpose" in text.split("\n\n")[1]
     # The retries were logged on stderr as one-line warnings, nothing else was.
     assert result.stderr.count("impactframe: warning: GET /v1/") == 3
     assert "Traceback" not in result.stderr
@@ -289,11 +298,15 @@ def test_ctrl_c_is_exit_130_with_one_line(tmp_path: Path) -> None:
         try:
             connection, _ = silent.accept()
             with connection:
+                # Once the request is read the child is surely waiting for the answer.
+                connection.recv(4096)
                 process.send_signal(signal.SIGINT)
                 stdout, stderr = process.communicate(timeout=30)
         finally:
+            # Never leave a child behind: a running one fails a later test (ResourceWarning).
             if process.poll() is None:
                 process.kill()
+            process.communicate()
     assert process.returncode == 130
     assert stderr == "impactframe: interrupted\n"
     assert stdout == ""
@@ -352,7 +365,7 @@ def test_redact_secrets_masks_key_like_options() -> None:
         (["--customer-email", "a@b.c"], "--customer-email: only the customer-records endpoint"),
         (["--refresh"], "--refresh needs --cache"),
         (["--metadata", "dict"], "argument --metadata: invalid choice: 'dict'"),
-        (["--base-url", "http://api.example.com"], "base_url: 'http://api.example.com' is plain"),
+        (["--base-url", "http://api.example.com"], "--base-url: 'http://api.example.com' is plain"),
     ],
 )
 def test_argument_errors_name_the_option(
@@ -437,7 +450,7 @@ def test_cache_list_and_clear(
 ) -> None:
     cache = tmp_path / "cache"
     out = str(tmp_path / "r.parquet")
-    fetch = ["fetch", "records", "--out", out, "--base-url", server.url, "--cache", str(cache)]
+    fetch = ["fetch", "records", "--out", out, "--base-url", server.url, "--cache-dir", str(cache)]
     assert cli(capsys, *fetch, "--filter-by", "coral_restored")[0] == 0
     first = pd.read_parquet(out)
     server.clear_log()
@@ -474,7 +487,7 @@ def test_a_cache_problem_is_printed_once(
 ) -> None:
     cache = tmp_path / "cache"
     out = str(tmp_path / "r.parquet")
-    fetch = ["fetch", "records", "--out", out, "--base-url", server.url, "--cache", str(cache)]
+    fetch = ["fetch", "records", "--out", out, "--base-url", server.url, "--cache-dir", str(cache)]
     assert cli(capsys, *fetch, "--max-records", "5")[0] == 0
     (data,) = cache.rglob("data-*.parquet")
     data.write_bytes(b"garbage")
@@ -497,10 +510,10 @@ def test_an_unusable_cache_folder_is_exit_2(
     server.clear_log()
     code, stdout, err = cli(
         capsys, "fetch", "records", "--out", str(out), "--base-url", server.url,
-        "--cache", str(a_file / "cache"),
+        "--cache-dir", str(a_file / "cache"),
     )  # fmt: skip
     assert (code, stdout) == (2, "")
-    assert err.startswith("impactframe fetch: error: cache: ")
+    assert err.startswith("impactframe fetch: error: --cache-dir: ")
     assert f"{str(a_file)!r} is a file, not a folder" in err
     assert err.count("\n") == 1
     assert server.requests == []
@@ -558,7 +571,7 @@ def test_export_refuses_an_existing_folder_unless_overwrite(
     assert not [p for p in out.iterdir() if p.is_dir()]  # unpartitioned
     code, _, err = cli(capsys, *export)
     assert code == 2
-    assert "already exists; pass overwrite=True" in err
+    assert "already exists; pass --overwrite" in err
     code, stdout, _ = cli(capsys, *export, "--overwrite", "--metadata", "drop")
     assert code == 0
     assert stdout.startswith(f"{N_CUSTOMER_RECORDS} records -> ")
@@ -698,7 +711,7 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "fetch", "--help")
     assert code == 0
     assert "--api-key-file PATH" in out
-    assert "--cache [DIR]" in out
+    assert "--cache-dir DIR" in out
     code, _, err = cli(capsys)
     assert code == 2
     assert all(name in err for name in ("fetch", "export", "summary", "demo", "cache"))

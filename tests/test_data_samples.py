@@ -78,3 +78,9 @@ def test_make_samples_regenerates_the_committed_files(tmp_path: Path) -> None:
     for committed in FILES.values():
         fresh = tmp_path / committed.name
         pd.testing.assert_frame_equal(pd.read_parquet(fresh), pd.read_parquet(committed))
+
+
+def test_readme_cites_nothing_users_do_not_have() -> None:
+    # SPEC.md is the project's internal contract; users of the samples never see it.
+    readme = (SAMPLES / "README.md").read_text(encoding="utf-8")
+    assert "SPEC" not in readme

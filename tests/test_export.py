@@ -144,7 +144,7 @@ def test_hive_folders_match_the_rows_they_hold(conn: dict[str, Any], tmp_path: P
     assert len(files) == result.files
     months = {(r["time_utc"][:4], int(r["time_utc"][5:7])) for r in RECORDS}
     folders = {f.parent.relative_to(out).as_posix() for f in files}
-    assert folders == {f"year={y}/month={m}" for y, m in months}
+    assert folders == {f"year={y}/month={m:02d}" for y, m in months}  # zero-padded
     assert result.partitions == len(folders)
     batches = {f.name.split("-")[1] for f in files}
     assert len(batches) == -(-len(RECORDS) // 200)  # one file per partition per batch
@@ -470,7 +470,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_dataset(
     server: SandboxServer, conn: dict[str, Any], tmp_path: Path
 ) -> None:
     (tmp_path / "notes.txt").write_text("precious")
-    with pytest.raises(ValueError, match="not part of a Parquet dataset"):
+    with pytest.raises(ValueError, match="not a dataset impactframe wrote"):
         export_parquet(tmp_path, **conn, overwrite=True)
     assert (tmp_path / "notes.txt").read_text() == "precious"
     (tmp_path / "file").write_text("x")
@@ -497,9 +497,9 @@ def test_missing_parents_are_created(conn: dict[str, Any], tmp_path: Path) -> No
     ("kwargs", "argument"),
     [
         ({"partition_by": ("week",)}, "partition_by"),
-        ({"partition_by": "year"}, "partition_by"),
+        ({"partition_by": "week"}, "partition_by"),
         ({"partition_by": ("year", "year")}, "partition_by"),
-        ({"partition_by": None}, "partition_by"),
+        ({"partition_by": 5}, "partition_by"),
         ({"endpoint": "users"}, "endpoint"),
         ({"endpoint": "customer_records", "customer_email": ""}, "customer_email"),
         ({"customer_email": "a@b.c"}, "customer_email"),

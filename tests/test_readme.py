@@ -727,9 +727,11 @@ def test_cache_list_shows_one_line_per_entry(
     assert code == 0
     lines = out.splitlines()
     assert len(lines) == 2
-    for line in lines:  # endpoint, query, rows, last synced day, size, folder
+    for line in lines:  # endpoint, query, rows, last synced day, last built, size, folder
         assert re.fullmatch(
-            r"records +filter_by=\w+ +[\d,]+ rows +synced [\d-]+ +\S+ \S+ +/\S+", line
+            r"records +filter_by=\w+ +[\d,]+ rows +synced [\d-]+ +built [\d-]+ [\d:]+ UTC"
+            r" +\S+ \S+ +/\S+",
+            line,
         ), line
         assert Path(line.split()[-1]).is_dir()
 

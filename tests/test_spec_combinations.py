@@ -877,7 +877,7 @@ def run_cli(server: SandboxServer, *args: str, cwd: Path) -> subprocess.Complete
 def test_cli_fetch_cache_twice_then_refresh(fresh: SandboxServer, tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
     out = tmp_path / "records.parquet"
-    args = ["fetch", "records", "--cache", cache, "--out", str(out), "--concurrency", "3"]
+    args = ["fetch", "records", "--cache-dir", cache, "--out", str(out), "--concurrency", "3"]
     run_cli(fresh, *args, cwd=tmp_path)
     first = pd.read_parquet(out)
     pd.testing.assert_frame_equal(first, load(fresh))

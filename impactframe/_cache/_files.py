@@ -1,7 +1,9 @@
 """Disk helpers of the Parquet cache: the root folder, private folders, entry locks and atomic
 writes.
 
-Folders are ``0700`` and files ``0600`` whatever the umask. An entry's lock is a re-entrant
+Folders the cache creates are ``0700`` and its files ``0600`` whatever the umask; a folder
+that already exists (``cache="."``, a group-shared folder, ``/tmp``, a symlink's target) keeps
+its mode. An entry's lock is a re-entrant
 thread lock plus a file lock (``flock``, ``msvcrt.locking`` on Windows), so threads and
 processes take turns. A file is written to a synced temporary file in the same folder and
 renamed over the old one, so a reader sees the old file or the new one, never a mix.
@@ -27,25 +29,40 @@ _FILE_MODE = 0o600
 
 
 def _make_private_dir(path: pathlib.Path) -> None:
-    """Create `path` (and missing parents) and make it ``0700`` whatever the umask.
+    """Create `path` (and missing parents) as ``0700`` whatever the umask; leave existing ones.
 
     Parents this call creates are ``0700`` too: ``mkdir(parents=True)`` would give them the
     umask's mode (``0777`` under umask 0), and a writable parent lets others swap the cache.
+    A folder that exists already is the user's (``/tmp`` with its sticky bit, a group-shared
+    ``2775`` folder, the target of a symlink): its mode is never changed.
     """
     missing = []
     parent = path.parent
-    while parent != parent.parent and not parent.exists():
+    while parent != parent.parent and not parent.exists() and not parent.is_symlink():
         missing.append(parent)
         parent = parent.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+    for folder in (*reversed(missing), path):
+        try:
             folder.mkdir(mode=_DIR_MODE)
-            folder.chmod(_DIR_MODE)
-    path.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
-    with contextlib.suppress(AttributeError):  # os.getuid: POSIX only
-        if path.stat().st_uid != os.getuid():
-            return  # not ours (e.g. a shared folder): leave its mode alone
-    path.chmod(_DIR_MODE)
+        except FileExistsError:  # the user's, or made meanwhile by another process
+            if not folder.is_dir():
+                raise
+            continue
+        _chmod_created(folder)
+
+
+def _chmod_created(folder: pathlib.Path) -> None:
+    """Make a folder this process just created ``0700``, never following a symlink put there."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(folder, flags)
+    except OSError:  # pragma: no cover - Windows cannot open folders; mkdir's mode stands
+        return
+    try:
+        with contextlib.suppress(AttributeError):  # os.fchmod: POSIX only
+            os.fchmod(fd, _DIR_MODE)
+    finally:
+        os.close(fd)
 
 
 def resolve_cache_dir(cache: bool | str | os.PathLike[str], *, create: bool = True) -> pathlib.Path:
@@ -57,13 +74,14 @@ def resolve_cache_dir(cache: bool | str | os.PathLike[str], *, create: bool = Tr
         ``True``: ``$IMPACTFRAME_CACHE_DIR`` when set, else the platform's user cache folder
         (``platformdirs.user_cache_dir("impactframe")``). A path: that folder.
     create : bool, default True
-        Create the folder (``0700``). ``False`` only names it: ``impactframe cache list``
+        Create the folder (``0700``) if missing. ``False`` only names it: ``impactframe cache list``
         must not leave an empty cache folder behind.
 
     Returns
     -------
     pathlib.Path
-        The folder, existing and ``0700`` (when this user owns it) if `create`.
+        The folder, existing if `create`; ``0700`` if this call created it (an existing
+        folder keeps its mode).
 
     Raises
     ------

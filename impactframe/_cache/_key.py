@@ -12,7 +12,7 @@ from typing import Any
 from .._constants import ENDPOINTS
 from .._params import Query
 
-__all__ = ["CacheKey"]
+__all__ = ["CacheKey", "query_json"]
 
 _FINGERPRINT_RE = re.compile(r"[0-9a-f]{8,64}")
 
@@ -25,8 +25,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _query_json(query: Query) -> dict[str, Any]:
-    """The query as JSON-ready data: dates as ISO days, ``filter_by`` sorted, no ``page_size``."""
+def query_json(query: Query) -> dict[str, Any]:
+    """The query as JSON-ready data: dates as ISO days, ``filter_by`` sorted, no ``page_size``.
+
+    Examples
+    --------
+    >>> from impactframe._params import normalize_query
+    >>> query_json(normalize_query("records", start_date="2024-01-31"))["start_date"]
+    '2024-01-31'
+    """
     fields = {k: _jsonable(v) for k, v in dataclasses.asdict(query).items() if k != "page_size"}
     if fields.get("filter_by") is not None:
         fields["filter_by"] = sorted(fields["filter_by"])
@@ -99,7 +106,7 @@ class CacheKey:
         return {
             "fingerprint": self.fingerprint,
             "endpoint": self.endpoint,
-            "query": _query_json(self.query),
+            "query": query_json(self.query),
             "max_records": self.max_records,
             "metadata": self.metadata,
             "metadata_prefix": self.metadata_prefix,

@@ -1,6 +1,6 @@
 """The Parquet cache of loaded frames (SPEC §6, §10); disk only, no HTTP.
 
-Layout, under a root folder (``0700``; files ``0600``)::
+Layout, under a root folder (folders the cache creates ``0700``, files ``0600``)::
 
     <root>/<fingerprint>/<endpoint>/<digest>.lock         inter-process lock of one entry
     <root>/<fingerprint>/<endpoint>/<digest>/manifest.json
@@ -17,9 +17,12 @@ Parquet does not keep every pandas dtype (``string`` storage and missing-value k
 categories and their order, dict-valued ``metadata``), so the manifest records each column's
 exact dtype and `ParquetCache.get` restores it after one pyarrow read.
 
-This module is the store; its parts live beside it: the key (`_cache_key`), the column codec
-(`_cache_codec`), the root, folders, locks and atomic writes (`_cache_files`) and the refresh merge
-(`_cache_merge`). The names other modules use are importable from here.
+This module is the store; its parts live beside it: the key (`_key`), the column codec
+(`_codec`), the root, folders, locks and atomic writes (`_files`) and the refresh merge
+(`_refresh`). The names other modules use are importable from here. `refresh_start` here is
+the refresh's first day, clamped to today (UTC): one record dated in the future must not
+blind every later refresh. The manifest's ``built`` is when the entry was last fetched whole
+(``refresh=True`` keeps it, ``refresh="full"`` renews it); ``impactframe cache list`` shows it.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ from ..errors import CacheWarning
 from ._codec import _decode_frame, _encode_frame, _Uncacheable
 from ._files import _key_lock, _make_private_dir, _write_atomic, resolve_cache_dir
 from ._key import _FINGERPRINT_RE, CacheKey
-from ._refresh import merge, refresh_start
+from ._refresh import merge
+from ._refresh import refresh_start as newest_day
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -74,6 +78,38 @@ _COMPRESSION = "zstd"
 
 def _utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def refresh_start(frame: pd.DataFrame, *, today: dt.date | None = None) -> dt.date | None:
+    """The first UTC day a refresh of `frame` asks for: its newest day, but never after today.
+
+    A record dated in the future (a skewed clock at the source) would otherwise move every
+    later refresh past the records that arrive meanwhile (SPEC §6).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        With a ``time_utc`` column.
+    today : datetime.date, optional
+        The current UTC day (for tests); default the clock's.
+
+    Returns
+    -------
+    datetime.date or None
+        ``None`` when the frame has no timestamps.
+
+    Examples
+    --------
+    >>> times = pd.to_datetime(["2099-01-01T00:00:00Z", "2024-01-01T00:00:00Z"])
+    >>> refresh_start(pd.DataFrame({"time_utc": times}), today=dt.date(2025, 6, 1))
+    datetime.date(2025, 6, 1)
+    >>> refresh_start(pd.DataFrame({"time_utc": times[1:]}), today=dt.date(2025, 6, 1))
+    datetime.date(2024, 1, 1)
+    """
+    newest = newest_day(frame)
+    if newest is None:
+        return None
+    return min(newest, today or dt.datetime.now(dt.UTC).date())
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -269,7 +305,7 @@ class ParquetCache:
         # DEBUG, not WARNING: the warning already tells the user (the CLI prints both).
         logger.debug("ignoring a cache entry: %s", reason)
 
-    def put(self, key: CacheKey, frame: pd.DataFrame) -> None:
+    def put(self, key: CacheKey, frame: pd.DataFrame, *, full: bool = True) -> None:
         """Store `frame` as `key`'s entry, atomically replacing any previous one.
 
         A reader sees the old entry or the new one, never a mix; a crash midway leaves the
@@ -281,6 +317,10 @@ class ParquetCache:
         key : CacheKey
         frame : pandas.DataFrame
             With a RangeIndex from 0 and distinct string column names.
+        full : bool, default True
+            `frame` was fetched whole (``False``: a ``refresh=True`` merge). The manifest's
+            ``built`` keeps the time of the last full fetch: a refresh cannot see records
+            changed or added before its start day, so that time tells how old they may be.
 
         Examples
         --------
@@ -299,7 +339,7 @@ class ParquetCache:
         folder = self._entry_dir(key)
         try:
             with self.lock(key):
-                self._write_entry(key, folder, frame, layout, data, sha)
+                self._write_entry(key, folder, frame, layout, data, sha, full=full)
         except OSError as exc:
             warnings.warn(
                 f"not cached: the cache entry could not be written ({exc})",
@@ -315,15 +355,19 @@ class ParquetCache:
         layout: dict[str, Any],
         data: bytes,
         sha: str,
+        *,
+        full: bool = True,
     ) -> None:
         for path in (self.root / key.fingerprint, folder.parent, folder):
             _make_private_dir(path)
         now = _utc_now()
-        created = now
+        created = built = now
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             previous = json.loads((folder / _MANIFEST).read_bytes())
             if previous["schema_version"] == SCHEMA_VERSION:
                 created = str(previous["created"])
+                if not full:
+                    built = str(previous.get("built") or previous["created"])
         data_file = f"data-{sha}.parquet"
         _write_atomic(folder / data_file, data)
         since = refresh_start(frame) if "time_utc" in frame else None
@@ -335,6 +379,7 @@ class ParquetCache:
             "rows": len(frame),
             "last_synced_day": since.isoformat() if since is not None else None,
             "created": created,
+            "built": built,
             "updated": now,
             "data_file": data_file,
             "data_sha256": sha,

@@ -25,7 +25,7 @@ from .._frame._python_reader import _time_problem
 from .._warn import warn_at_caller
 from ..client._client import WalkAbandoned, abandon_on
 from ..errors import SchemaDriftWarning, ValidationError
-from ._handoff import Handoff, WindowPages
+from ._handoff import SIGNAL_POLL, Handoff, WindowPages
 from ._pages import RawPage
 from ._windows import split_windows
 
@@ -161,7 +161,12 @@ def _prefetch(pages: Iterator[_T], depth: int) -> Iterator[_T]:
     thread.start()
     try:
         while True:
-            ok, item = items.get()
+            try:
+                # Timed, so that a Ctrl-C is seen: a signal whose handler ran just before an
+                # untimed get (or in another thread) would leave the caller blocked for good.
+                ok, item = items.get(timeout=SIGNAL_POLL)
+            except queue.Empty:
+                continue
             if ok:
                 yield item
             elif item is None:

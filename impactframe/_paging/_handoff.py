@@ -18,7 +18,10 @@ from typing import Any
 
 from ..client._client import WalkAbandoned
 
-__all__ = ["Handoff", "WindowPages"]
+__all__ = ["SIGNAL_POLL", "Handoff", "WindowPages"]
+
+#: Seconds between the caller's checks for a Ctrl-C while it waits for a page.
+SIGNAL_POLL = 0.1
 
 
 class WindowPages:
@@ -88,7 +91,9 @@ class Handoff:
         while True:
             with self._changed:
                 while not window.pages and not window.done:
-                    self._changed.wait()
+                    # Timed: a Ctrl-C whose handler ran just before this wait (or in another
+                    # thread) wakes no untimed wait; the caller's thread must see it.
+                    self._changed.wait(SIGNAL_POLL)
                 if not window.pages:
                     if window.error is not None:
                         raise window.error

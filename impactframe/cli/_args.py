@@ -22,6 +22,7 @@ __all__ = [
     "COMMANDS",
     "PROG",
     "Parser",
+    "cache_dir_hint",
     "cache_parser",
     "command",
     "date",
@@ -60,12 +61,40 @@ T = TypeVar("T")
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line: ``impactframe fetch: error: ...``."""
 
+    #: The arguments being parsed (set by ``main``), for hints about what went wrong.
+    argv: tuple[str, ...] = ()
+
     def error(self, message: str) -> Any:  # argparse's signature returns NoReturn
         if message.startswith("unrecognized arguments"):
             message = redact_secrets(message)
             if re.search(r"(^|\s)--api-key(=|\s|$)", message):
                 message += f" (there is no --api-key: set {ENV_API_KEY} or use --api-key-file)"
+        message += cache_dir_hint(Parser.argv)
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def cache_dir_hint(argv: tuple[str, ...] | list[str]) -> str:
+    """A hint when ``--cache`` is followed by a folder, or ``--refresh`` by the endpoint.
+
+    ``--cache`` is a flag; the folder is ``--cache-dir DIR``. Only said when a usage error
+    happened, since ``--cache records`` (the endpoint after the flag) is right.
+
+    Examples
+    --------
+    >>> cache_dir_hint(["fetch", "records", "--cache", "/tmp/c", "--out", "x.parquet"])
+    ' (--cache takes no folder: use --cache-dir DIR, e.g. --cache-dir /tmp/c)'
+    >>> cache_dir_hint(["fetch", "--cache", "records"])
+    ''
+    >>> cache_dir_hint(["fetch", "--cache", "--refresh", "records"])
+    " (--refresh takes only 'full': put records before the options)"
+    """
+    for i, arg in enumerate(argv[:-1]):
+        following = argv[i + 1]
+        if arg == "--cache" and not following.startswith("-") and following not in _ENDPOINT_NAMES:
+            return f" (--cache takes no folder: use --cache-dir DIR, e.g. --cache-dir {following})"
+        if arg == "--refresh" and following in _ENDPOINT_NAMES:
+            return f" (--refresh takes only 'full': put {following} before the options)"
+    return ""
 
 
 if TYPE_CHECKING:
@@ -99,7 +128,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": (
         "stream a whole history into a partitioned Parquet dataset",
         "Stream every record of the query into a hive-partitioned Parquet dataset "
-        "(year=2024/month=9/...), with memory bounded by one batch; readable by pandas, "
+        "(year=2024/month=09/...), with memory bounded by one batch; readable by pandas, "
         "pyarrow, DuckDB, Dask and Spark.",
     ),
     "summary": (
@@ -120,7 +149,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "cache": (
         "list or clear the Parquet cache",
-        "list: one line per cached query (endpoint, query, rows, last synced day, size, "
+        "list: one line per cached query (endpoint, query, rows, last synced day, when last "
+        "built whole, size, "
         "folder). clear: remove every entry. Keys are never stored, only a fingerprint.",
     ),
 }
@@ -316,6 +346,12 @@ def query_parser() -> Parser:
         help="API host (default: IMPACTFRAME_BASE_URL, else https://api.1clickimpact.com)",
     )
     group.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="allow a plain-http --base-url to a host that is not loopback (sends the key in "
+        "clear text)",
+    )
+    group.add_argument(
         "--api-key-file",
         type=Path,
         metavar="PATH",
@@ -330,14 +366,17 @@ def cache_parser() -> Parser:
     parser, group = parent_parser("cache options")
     group.add_argument(
         "--cache",
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="DIR",
+        action="store_true",
         help=(
-            f"use the Parquet cache: a repeated query makes no request (DIR default: "
-            f"{ENV_CACHE_DIR}, else the user cache folder); give DIR after the endpoint"
+            f"use the Parquet cache: a repeated query makes no request (folder: "
+            f"{ENV_CACHE_DIR}, else the user cache folder)"
         ),
+    )
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="use the Parquet cache in this folder (implies --cache)",
     )
     group.add_argument(
         "--refresh",
@@ -346,7 +385,10 @@ def cache_parser() -> Parser:
         default=False,
         choices=["full"],
         metavar="full",
-        help="with --cache: fetch from the newest cached day on; 'full' rebuilds the entry",
+        help=(
+            "with --cache: fetch from the newest cached day on (records changed before it "
+            "are not seen); 'full' rebuilds the entry"
+        ),
     )
     return parser
 

@@ -3,11 +3,19 @@
 It starts a seeded :class:`~impactframe.sandbox.SandboxServer`, injects a few transient faults
 (HTTP 503s and a 429 with ``Retry-After``) so the retries can be seen working, loads both
 endpoints through the real HTTP path, writes what a user would keep (two Parquet files, a
-partitioned dataset, a chart and a monthly summary) and prints a short report.
+partitioned dataset, a chart and a monthly summary) and prints a short report. The banner,
+which says the faults are injected on purpose, comes before the retry warnings they cause.
+
+The demo replaces only what it wrote itself: its folder carries a marker
+(``_impactframe_demo.json``), and a folder without one in which a file of the demo's names
+already exists is refused before anything starts; the dataset subfolder is an impactframe
+dataset, which `export_parquet` replaces only when it is one (see
+`impactframe.export._place`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -22,6 +30,7 @@ import pandas as pd
 from .. import aggregate
 from .._constants import RETRY_STATUSES, UNITS
 from ..export._export import export_parquet
+from ..export._place import check_target
 from ..loaders import load_customer_records, load_records
 from ..sandbox import Fault, SandboxServer
 from ._output import atomic_output, format_table, write_frame
@@ -37,6 +46,9 @@ CUSTOMER_FILE = "customer_records.parquet"
 DATASET_DIR = "records_dataset"
 CHART_FILE = "impact_by_month.png"
 SUMMARY_FILE = "summary.csv"
+#: The marker of a folder the demo wrote: the demo may replace its own files there.
+DEMO_MARKER = "_impactframe_demo.json"
+_DEMO_NAMES = (RECORDS_FILE, CUSTOMER_FILE, DATASET_DIR, CHART_FILE, SUMMARY_FILE)
 
 #: Faults injected before loading: (fault, times, path, how the report describes it).
 _FAULTS = (
@@ -146,8 +158,14 @@ def _write_chart(df: pd.DataFrame, path: Path) -> str | None:
 
 
 def _write_summary(df: pd.DataFrame, path: Path) -> int:
+    """Monthly totals, one column per impact type; money in cents and in dollars, labelled."""
     monthly = aggregate.summarize(df, freq="MS")
     table = pd.DataFrame(monthly.to_numpy(dtype="int64"), columns=list(monthly.columns))
+    if "money_donated" in table:
+        at = table.columns.get_loc("money_donated")
+        cents = table.pop("money_donated")
+        table.insert(at, "money_donated_cents", cents)
+        table.insert(at + 1, "money_donated_usd", cents / 100)
     table.insert(0, "month", monthly.index.strftime("%Y-%m-%d"))
     with atomic_output(path) as temporary:
         table.to_csv(temporary, index=False)
@@ -168,7 +186,8 @@ def run_demo(
     Parameters
     ----------
     out : str or os.PathLike, default "impactframe-demo"
-        Folder for the files (created; the demo's own files in it are replaced).
+        Folder for the files (created and marked as the demo's; the demo's own files in it
+        are replaced, a file of the same name that the demo did not write is not).
     n_records, n_customer_records : int
         Generated records per endpoint.
     seed : int
@@ -191,8 +210,19 @@ def run_demo(
     (300, 3)
     """
     started = time.perf_counter()
-    folder = Path(out).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _demo_folder(out)
+    banner = [
+        "impactframe demo: the Records API on an embedded sandbox (no key, no network)",
+        "",
+        f"Sandbox  {server_summary(n_records, n_customer_records, seed)}",
+        "Faults   injected on purpose: " + "; ".join(desc for *_, desc in _FAULTS),
+        "         (the retry warnings they cause follow; every one is retried)",
+        "",
+    ]
+    for line in banner:
+        echo(line)
+    if echo is print:
+        sys.stdout.flush()  # before the warnings on stderr, when both go to one terminal
     server = SandboxServer(seed=seed, n_records=n_records, n_customer_records=n_customer_records)
     with server:
         for fault, times, path, _ in _FAULTS:
@@ -217,7 +247,8 @@ def run_demo(
     files.append(
         (
             folder / DATASET_DIR,
-            f"{dataset.records:,} rows in {dataset.files} files (hive year=/month= folders)",
+            f"{dataset.records:,} rows in {dataset.files} file{'' if dataset.files == 1 else 's'}"
+            " (hive year=/month= folders)",
         )
     )
     skipped = _write_chart(df, folder / CHART_FILE) if len(df) else "no records to draw"
@@ -229,7 +260,7 @@ def run_demo(
             (
                 folder / SUMMARY_FILE,
                 f"{months} months x {df['impact_type'].nunique()} "
-                "impact types (impactframe.aggregate.summarize)",
+                "impact types, money in cents and USD",
             )
         )
     seconds = time.perf_counter() - started
@@ -237,10 +268,6 @@ def run_demo(
     complete = len(df) == n_records and len(cdf) == n_customer_records
     outcome = "every record arrived, none twice" if complete else "some records are missing"
     lines = [
-        "impactframe demo: the Records API on an embedded sandbox (no key, no network)",
-        "",
-        f"Sandbox  {server_summary(n_records, n_customer_records, seed)}",
-        "Faults   injected " + "; ".join(desc for *_, desc in _FAULTS),
         f"Loaded   {len(df):,} records (concurrency=4) and {len(cdf):,} customer records over HTTP",
         f"Retries  {retries} transient errors retried with backoff; {outcome}",
         "",
@@ -278,6 +305,45 @@ def run_demo(
         retries=retries,
         seconds=seconds,
     )
+
+
+def _demo_folder(out: str | os.PathLike[str]) -> Path:
+    """The demo's folder, created and marked; refused if it holds files of its names not its own.
+
+    Raises
+    ------
+    ValueError
+        Naming ``out``: it is a file, or a folder without the demo's marker in which a file
+        or folder of the demo's names exists (the user's: it is left as it is).
+    """
+    folder = Path(out).expanduser()
+    shown = repr(str(out))
+    if folder.exists() and not folder.is_dir():
+        msg = f"out: {shown} is a file; expected a folder for the demo's files"
+        raise ValueError(msg)
+    if (folder / DEMO_MARKER).is_file():
+        # The demo's own folder: still, a name of its files taken by the wrong kind (a
+        # folder where it writes a file) is not one it wrote.
+        taken = [
+            name
+            for name in _DEMO_NAMES
+            if (folder / name).exists() and (folder / name).is_dir() != (name == DATASET_DIR)
+        ]
+    else:
+        taken = [name for name in _DEMO_NAMES if (folder / name).exists()]
+    if taken:
+        msg = (
+            f"out: {shown} already holds {taken[0]!r}, which the demo did not write; "
+            "nothing was changed: choose a new folder (--out DIR), or remove a demo folder "
+            "of an older impactframe, which had no marker"
+        )
+        raise ValueError(msg)
+    # The dataset subfolder is checked like any export target before anything starts.
+    check_target(folder / DATASET_DIR, overwrite=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = {"written_by": "impactframe demo", "files": list(_DEMO_NAMES)}
+    (folder / DEMO_MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    return folder
 
 
 def server_summary(n_records: int, n_customer_records: int, seed: int) -> str:

@@ -88,8 +88,8 @@ def _add_sandbox(commands: Commands, parents: list[Parser]) -> None:
         "--port", type=port, default=8000, help="port, 0 for any free one (default %(default)s)"
     )
     helps = (
-        "generated records (default %(default)s)",
-        "generated customer records (default: as many as --records)",
+        "generated records, SandboxServer(n_records=N) in Python (default %(default)s)",
+        "generated customer records, n_customer_records= in Python (default: as many as --records)",
     )
     _data_options(parser, 10_000, None, helps)
     parser.add_argument(
@@ -210,15 +210,23 @@ def _run_cache(args: argparse.Namespace) -> int:
             _describe_query(entry),
             f"{entry.get('rows', 0):,} rows",
             f"synced {entry.get('last_synced_day') or '-'}",
+            f"built {_day_and_time(entry.get('built') or entry.get('created'))}",
             byte_size(entry.get("data_bytes", 0)),
             str(entry["path"]),
         ]
         for entry in entries
     ]
-    right = [False, False, True, False, True, False]
+    right = [False, False, True, False, False, True, False]
     for line in format_table([], rows, right=right):
         print(line)
     return 0
+
+
+def _day_and_time(stamp: object) -> str:
+    """``2024-05-01T12:34:56.789Z`` as ``2024-05-01 12:34 UTC``; ``-`` when unknown."""
+    if not isinstance(stamp, str) or len(stamp) < 16:
+        return "-"
+    return f"{stamp[:10]} {stamp[11:16]} UTC"
 
 
 def _describe_query(entry: dict[str, Any]) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "FRAME_SUFFIXES",
     "atomic_output",
     "build_parser",
+    "for_cli",
     "format_table",
     "main",
     "summary_lines",
@@ -79,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     parser = build_parser()
+    Parser.argv = tuple(argv)  # for the hints of usage errors
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
@@ -95,9 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = ""
             if isinstance(exc, AuthenticationError):
                 hint = f" (check {ENV_API_KEY} or --api-key-file)"
-            return _fail(f"{PROG}: error: {_one_line(exc)}{hint}", 1, debug)
+            return _fail(f"{PROG}: error: {for_cli(_one_line(exc))}{hint}", 1, debug)
         except ValueError as exc:  # a bad argument the parser could not see (SPEC §2)
-            return _fail(f"{prefix}: error: {_one_line(exc)}", 2, debug)
+            return _fail(f"{prefix}: error: {for_cli(_one_line(exc))}", 2, debug)
         except KeyboardInterrupt:
             return _fail(f"{PROG}: interrupted", 130, debug)
         except BrokenPipeError:  # e.g. `impactframe summary ... | head`
@@ -110,6 +112,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # a bug: still one line; the traceback is one flag away
             message = f"unexpected {type(exc).__name__}: {_one_line(exc)} (--debug shows where)"
             return _fail(f"{PROG}: error: {message}", 1, debug)
+
+
+#: The library's messages name Python keywords; on the command line they are flags.
+_CLI_WORDS = (
+    ("pass overwrite=True", "pass --overwrite"),
+    ("pass allow_insecure=True", "pass --allow-insecure"),
+    ("pass the key as api_key=", f"set {ENV_API_KEY} or use --api-key-file"),
+    ("use metadata='json'", "use --metadata json"),
+    ("base_url: ", "--base-url: "),
+    ("path: ", "--out: "),
+    ("out: ", "--out: "),
+    ("cache: ", "--cache-dir: "),
+    ("start_date: ", "--start: "),
+    ("end_date: ", "--end: "),
+    ("customer_email: ", "--customer-email: "),
+    ("page_size: ", "--page-size: "),
+    ("max_records: ", "--max-records: "),
+    ("partition_by: ", "--partition-by: "),
+)
+
+
+def for_cli(message: str) -> str:
+    """`message` with the Python keywords it names replaced by the CLI's flags.
+
+    Examples
+    --------
+    >>> for_cli("path: 'out' already exists; pass overwrite=True to replace a dataset")
+    "--out: 'out' already exists; pass --overwrite to replace a dataset"
+    """
+    for python, cli in _CLI_WORDS:
+        if python.endswith(": "):
+            if message.startswith(python):
+                message = cli + message[len(python) :]
+        else:
+            message = message.replace(python, cli)
+    return message
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

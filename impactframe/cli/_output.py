@@ -17,16 +17,21 @@ import pyarrow as pa
 from .._constants import UNITS
 
 __all__ = [
+    "FORMULA_STARTS",
     "FRAME_SUFFIXES",
     "atomic_output",
     "byte_size",
     "format_table",
+    "neutralize_formulas",
     "summary_lines",
     "write_frame",
 ]
 
 #: Output formats of ``fetch --out``, by file suffix.
 FRAME_SUFFIXES = (".parquet", ".csv")
+#: A CSV cell starting with one of these runs as a formula in a spreadsheet (OWASP, "CSV
+#: injection"): ``=HYPERLINK(...)``, ``+cmd|...``, ``@SUM(...)``, or after a tab or CR.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @contextlib.contextmanager
@@ -34,7 +39,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` when the block succeeds.
 
     A reader never sees a half-written file, and a failure (or Ctrl-C) leaves any old file
-    untouched. Missing parent folders are created; the file gets the usual permissions.
+    untouched. The folder must exist (none is created); the file gets the usual permissions.
 
     Parameters
     ----------
@@ -46,6 +51,11 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     pathlib.Path
         Where to write; it keeps `path`'s suffix, so writers that look at it still work.
 
+    Raises
+    ------
+    FileNotFoundError
+        Naming `path`, when its folder does not exist.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -56,7 +66,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     'hi'
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():
+        msg = f"path: {str(target)!r}: the folder {str(target.parent)!r} does not exist"
+        raise FileNotFoundError(msg)
     temporary = target.with_name(f".{target.stem}.tmp-{uuid.uuid4().hex[:12]}{target.suffix}")
     try:
         yield temporary
@@ -66,19 +78,64 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
             temporary.unlink()
 
 
-def write_frame(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+def neutralize_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` in which text that a spreadsheet would run as a formula starts with ``'``.
+
+    The OWASP rule for CSV files: a text cell (or column name) starting with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return gets a leading single quote, which spreadsheets
+    show as text. Numbers are left alone: only text columns are looked at.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"note": ["=1+2", "fine", "@x", "-2"], "amount": [-1, 2, 3, 4]})
+    >>> neutralize_formulas(df)["note"].tolist()
+    ["'=1+2", 'fine', "'@x", "'-2"]
+    >>> neutralize_formulas(df)["amount"].tolist()
+    [-1, 2, 3, 4]
+    """
+
+    def risky(value: object) -> bool:
+        return isinstance(value, str) and value.startswith(FORMULA_STARTS)
+
+    out = df.copy(deep=False)
+    for name in out.columns:
+        column = out[name]
+        dtype = column.dtype
+        if not (
+            isinstance(dtype, pd.CategoricalDtype)
+            or pd.api.types.is_string_dtype(dtype)
+            or pd.api.types.is_object_dtype(dtype)
+        ):
+            continue
+        values = column.astype(object) if isinstance(dtype, pd.CategoricalDtype) else column
+        mask = values.map(risky).fillna(False).astype(bool)
+        if mask.any():
+            out[name] = values.mask(mask, "'" + values[mask].astype(str))
+    out.columns = ["'" + c if risky(c) else c for c in out.columns]
+    return out
+
+
+def write_frame(
+    df: pd.DataFrame, path: str | os.PathLike[str], *, neutralize_formulas: bool = True
+) -> Path:
     """Write a records frame to ``.parquet`` or ``.csv`` (by suffix), atomically.
 
     Parquet keeps every dtype (a read with :func:`pandas.read_parquet` gives the frame back).
     CSV writes ``time_utc`` as the API does (``2024-01-31T12:00:00.000Z``), missing values
-    as empty fields and no index.
+    as empty fields and no index; text cells that a spreadsheet would run as formulas
+    (starting with ``=``, ``+``, ``-``, ``@``, tab or CR) get a leading ``'`` unless
+    ``neutralize_formulas=False``. Records hold user-supplied text (metadata, customer names),
+    so a file opened in Excel or LibreOffice must not run it.
 
     Parameters
     ----------
     df : pandas.DataFrame
         The frame (a ``metadata`` column of dicts cannot be written: use another mode).
     path : str or os.PathLike
-        Ends in ``.parquet`` or ``.csv`` (any case).
+        Ends in ``.parquet`` or ``.csv`` (any case), in an existing folder.
+    neutralize_formulas : bool, default True
+        CSV only: prefix formula-like text cells with ``'`` (see `neutralize_formulas`);
+        ``False`` writes every cell verbatim (CLI: ``--csv-raw``).
 
     Returns
     -------
@@ -88,7 +145,10 @@ def write_frame(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     Raises
     ------
     ValueError
-        If the suffix is neither, or the frame holds dict values.
+        If the suffix is neither, the frame holds dict values, or `neutralize_formulas` is
+        not a bool.
+    FileNotFoundError
+        If the folder of `path` does not exist.
 
     Examples
     --------
@@ -108,17 +168,25 @@ def write_frame(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     if "metadata" in df and df["metadata"].map(lambda v: isinstance(v, dict)).any():
         msg = "metadata holds dicts, which no file format here keeps; use metadata='json'"
         raise ValueError(msg)
+    if not isinstance(neutralize_formulas, bool):
+        shown = repr(neutralize_formulas)
+        msg = f"neutralize_formulas: {shown} is not accepted; expected True or False"
+        raise ValueError(msg)
+    safe = neutralize_formulas
     with atomic_output(target) as temporary:
         if suffix == ".parquet":
             df.to_parquet(temporary, index=False)
         else:
-            out = df.copy(deep=False)
+            out = _neutralize(df) if safe else df.copy(deep=False)
             times = _aware_times(out["time_utc"]) if "time_utc" in out else None
             if times is not None:
                 # The API's own form, which every CSV reader parses as UTC.
                 out["time_utc"] = times.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
             out.to_csv(temporary, index=False)
     return target
+
+
+_neutralize = neutralize_formulas  # the keyword of write_frame shadows the function's name
 
 
 def _aware_times(column: pd.Series) -> pd.Series | None:

@@ -8,13 +8,16 @@ loader keywords here, checked before any request; the API key is read last, from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .._constants import ENV_API_KEY
+from ..client._client import Client
 from ..export._export import PARTITION_KEYS
 from ._args import (
     Parser,
@@ -39,7 +42,19 @@ def add_commands(commands: Commands, common: Parser) -> None:
     query, cache = query_parser(), cache_parser()
     fetch = command(commands, "fetch", [common, query, cache], _run_fetch)
     fetch.add_argument(
-        "--out", type=frame_path, required=True, metavar="FILE", help="FILE.parquet or FILE.csv"
+        "--out",
+        type=frame_path,
+        required=True,
+        metavar="FILE",
+        help="FILE.parquet or FILE.csv, in an existing folder",
+    )
+    fetch.add_argument(
+        "--csv-raw",
+        action="store_true",
+        help=(
+            "write CSV cells as they are, even those a spreadsheet would run as a formula "
+            "(by default a cell starting with = + - @ tab or CR gets a leading ')"
+        ),
     )
     metadata_option(fetch)
     export = command(commands, "export", [common, query], _run_export)
@@ -75,24 +90,41 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
+    _check_out_file(args.out)  # before any request: a typo must not cost a whole load
     df = _load_cached(args, metadata=args.metadata)
-    path = write_frame(df, args.out)
+    path = write_frame(df, args.out, neutralize_formulas=not args.csv_raw)
     rows = f"{len(df):,} row" + ("" if len(df) == 1 else "s")
     print(f"{rows}, {df.shape[1]} columns -> {path}")
     return 0
 
 
+def _check_out_file(path: Path) -> None:
+    """``fetch --out``: its folder must exist and be writable; nothing is created for it."""
+    folder = path.parent
+    if path.is_dir():
+        msg = f"--out: {str(path)!r} is a folder; expected a file name"
+        raise ValueError(msg)
+    if not folder.is_dir():
+        why = "is a file" if folder.exists() else "does not exist (create it first)"
+        msg = f"--out: {str(path)!r}: the folder {str(folder)!r} {why}"
+        raise ValueError(msg)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        msg = f"--out: {str(path)!r}: no permission to write in {str(folder)!r}"
+        raise ValueError(msg)
+
+
 def _run_export(args: argparse.Namespace) -> int:
     from ..export._export import export_parquet
 
-    result = export_parquet(
-        args.out,
-        args.endpoint,
-        partition_by=args.partition_by,
-        overwrite=args.overwrite,
-        metadata=args.metadata,
-        **_query_kwargs(args),
-    )
+    with _connection(args) as connection:
+        result = export_parquet(
+            args.out,
+            args.endpoint,
+            partition_by=args.partition_by,
+            overwrite=args.overwrite,
+            metadata=args.metadata,
+            **connection,
+        )
     print(result)
     return 0
 
@@ -156,12 +188,33 @@ def _query_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+@contextlib.contextmanager
+def _connection(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    """`_query_kwargs`; with ``--allow-insecure``, a `Client` allowing plain http (closed after)."""
+    kwargs = _query_kwargs(args)
+    if not args.allow_insecure:
+        yield kwargs
+        return
+    key, base_url = kwargs.pop("api_key"), kwargs.pop("base_url")
+    with Client(key, base_url=base_url, allow_insecure=True) as client:
+        yield {**kwargs, "client": client}
+
+
+def _cache_option(args: argparse.Namespace) -> bool | Path:
+    """``--cache`` (the default folder) or ``--cache-dir DIR``, as the loaders' ``cache=``."""
+    if args.cache_dir is not None:
+        return Path(args.cache_dir).expanduser()
+    return bool(args.cache)
+
+
 def _load_cached(args: argparse.Namespace, **options: Any) -> pd.DataFrame:
     """Load the query with the cache options (and `options`) through the endpoint's loader."""
     from ..loaders import load_customer_records, load_records
 
-    if args.refresh is not False and args.cache is False:
-        msg = "--refresh needs --cache (it refreshes a cached result)"
+    cache = _cache_option(args)
+    if args.refresh is not False and cache is False:
+        msg = "--refresh needs --cache or --cache-dir DIR (it refreshes a cached result)"
         raise ValueError(msg)
     loader = load_records if args.endpoint == "records" else load_customer_records
-    return loader(**_query_kwargs(args), cache=args.cache, refresh=args.refresh, **options)
+    with _connection(args) as connection:
+        return loader(**connection, cache=cache, refresh=args.refresh, **options)

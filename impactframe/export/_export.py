@@ -3,7 +3,7 @@
 Pages are gathered into batches of about ``batch_records`` records; each batch goes through a
 reference `FrameBuilder` of its own (the builder whose frames the loaders' `FastFrameBuilder`
 reproduces: same checks, validation and dtypes), becomes an Arrow table and is written as new
-files, one per partition (``year=2024/month=9/part-00003-<run>.parquet``). Memory is bounded by
+files, one per partition (``year=2024/month=09/part-00003-<run>.parquet``). Memory is bounded by
 one batch, never by the history.
 
 This module checks the arguments and runs the stream; its steps live beside it:
@@ -16,6 +16,7 @@ runs that were killed).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import logging
 import os
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._cache._key import query_json
 from .._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS
 from .._frame._reference import FrameBuilder
 from .._paging._concurrent import iter_record_pages
@@ -33,14 +35,21 @@ from .._prepare import DateLike, Plan, connect, prepare
 from .._progress import _progress_bar
 from ..client._client import Client
 from ._batches import _batches, _finish_batch
-from ._place import _hold_run_lock, _place, _release_run_lock, _remove_stale, _remove_tree
+from ._place import (
+    _hold_run_lock,
+    _place,
+    _release_run_lock,
+    _remove_stale,
+    _remove_tree,
+    check_target,
+)
 from ._write import _DatasetWriter
 
 __all__ = ["PARTITION_KEYS", "ExportResult", "export_parquet"]
 
 logger = logging.getLogger("impactframe")
 
-#: Columns a dataset can be partitioned by, as hive folders (``year=2024/month=9``).
+#: Columns a dataset can be partitioned by, as hive folders (``year=2024/month=09``).
 PARTITION_KEYS = ("year", "month", "day", "impact_type")
 #: With concurrency, pages fetched ahead of the writer per worker (at most about twice this
 #: waits in memory; see `impactframe._handoff`).
@@ -81,10 +90,17 @@ class ExportResult:
     columns: tuple[str, ...]
 
     def __str__(self) -> str:
-        return (
-            f"{self.records:,} records -> {self.path} "
-            f"({self.files} files, {self.partitions} partitions, {len(self.columns)} columns)"
+        counts = ", ".join(
+            _plural(n, word) for n, word in ((self.files, "file"), (self.partitions, "partition"))
         )
+        return (
+            f"{_plural(self.records, 'record')} -> {self.path} "
+            f"({counts}, {_plural(len(self.columns), 'column')})"
+        )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 # -- argument checks (all before any request) ---------------------------------------------------
@@ -98,8 +114,15 @@ def _check_endpoint(endpoint: object) -> str:
 
 
 def _check_partition_by(partition_by: object) -> tuple[str, ...]:
-    accepted = f"expected an ordered tuple of distinct names from {PARTITION_KEYS} (or ())"
-    if isinstance(partition_by, str) or not isinstance(partition_by, Iterable):
+    accepted = (
+        f"expected one name or an ordered tuple of distinct names from {PARTITION_KEYS} "
+        "(None or () for no partitions)"
+    )
+    if partition_by is None:
+        return ()
+    if isinstance(partition_by, str):
+        partition_by = (partition_by,)  # as the CLI's --partition-by year
+    if not isinstance(partition_by, Iterable):
         msg = f"partition_by: {partition_by!r} is not accepted; {accepted}"
         raise ValueError(msg)
     keys = tuple(partition_by)
@@ -116,46 +139,16 @@ def _check_batch_records(batch_records: object) -> int:
     return batch_records
 
 
-def _looks_like_dataset(folder: Path) -> bool:
-    """True if `folder` holds only Parquet files, sidecars and ``key=value`` folders.
-
-    ``overwrite=True`` deletes the old folder; this keeps a typo (``path="."``) from
-    deleting anything that is not a dataset.
-    """
-    for root, _dirs, files in os.walk(folder):
-        if Path(root) != folder and "=" not in Path(root).name:
-            return False
-        for name in files:
-            if not (name.endswith(".parquet") or name.startswith(("_", "."))):
-                return False
-    return True
-
-
-def _check_target(path: object, overwrite: object) -> Path:
-    if not isinstance(path, str | os.PathLike) or str(path) == "":
-        msg = f"path: {path!r} is not accepted; expected a folder path (str or os.PathLike)"
-        raise ValueError(msg)
-    if not isinstance(overwrite, bool):
-        msg = f"overwrite: {overwrite!r} is not accepted; expected True or False"
-        raise ValueError(msg)
-    target = Path(path).expanduser().absolute()
-    if target.exists() or target.is_symlink():
-        if not target.is_dir() or target.is_symlink():
-            msg = f"path: {str(target)!r} exists and is not a folder; expected a folder path"
-            raise ValueError(msg)
-        if not overwrite:
-            msg = (
-                f"path: {str(target)!r} already exists; pass overwrite=True to replace it "
-                "(overwrite=False keeps it)"
-            )
-            raise ValueError(msg)
-        if not _looks_like_dataset(target):
-            msg = (
-                f"path: {str(target)!r} holds files that are not part of a Parquet dataset; "
-                "overwrite=True only replaces a Parquet dataset folder"
-            )
-            raise ValueError(msg)
-    return target
+def _description(plan: Plan) -> dict[str, Any]:
+    """What the dataset's marker records about the export (no key, no host)."""
+    return {
+        "endpoint": plan.endpoint,
+        "query": query_json(plan.query),
+        "max_records": plan.max_records,
+        "metadata": plan.metadata,
+        "metadata_prefix": plan.metadata_prefix,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 # -- the public function ------------------------------------------------------------------------
@@ -193,13 +186,15 @@ def export_parquet(
     Parameters
     ----------
     path : str or os.PathLike
-        The dataset folder to create. Missing parent folders are created.
+        The dataset folder to create. Missing parent folders are created. Never the
+        working folder, the home folder or a filesystem root (or a folder holding them).
     endpoint : {"records", "customer_records"}
         Which endpoint (``"customer-records"`` is accepted as the CLI's spelling).
-    partition_by : tuple of str
+    partition_by : str, tuple of str or None
         Hive partition columns, in folder order, from ``"year"``, ``"month"``, ``"day"``
-        (UTC, from ``time_utc``) and ``"impact_type"``; ``()`` writes unpartitioned files.
-        Partition columns live in folder names (``year=2024/month=9``), not in the files.
+        (UTC, from ``time_utc``) and ``"impact_type"``; one name (``"year"``) is one
+        column; ``None`` or ``()`` writes unpartitioned files. Partition columns live in
+        folder names (``year=2024/month=09``, months and days zero-padded), not in the files.
     customer_email : str, optional
         Only this customer's records (``customer_records`` only).
     filter_by, start_date, end_date, sort_order, page_size, max_records
@@ -217,6 +212,8 @@ def export_parquet(
         Records gathered before a batch is validated and written; it bounds the memory used.
     overwrite : bool
         Replace an existing dataset at `path` (atomically, once the new one is complete).
+        Only a dataset impactframe wrote is replaced: one marked with ``_impactframe.json``
+        and holding nothing but the files that marker lists (or an empty folder).
     client : Client, optional
         A configured client; alternative to `api_key`/`base_url`.
     api_key : str, optional
@@ -232,8 +229,9 @@ def export_parquet(
     Raises
     ------
     ValueError
-        A bad argument, or `path` exists and `overwrite` is false (or it is not a Parquet
-        dataset folder), before any request is sent.
+        A bad argument, or `path` exists and `overwrite` is false (or it is not a dataset
+        impactframe wrote, or a protected folder), or its parent is a file or not writable;
+        before any request is sent, and nothing is deleted.
     impactframe.APIError
         The API failed, even after the retries; nothing is left at `path`.
     impactframe.ValidationError
@@ -252,7 +250,9 @@ def export_parquet(
     the end, files missing some are rewritten with those columns as nulls, so that readers
     which take their schema from one file see them all. ``_common_metadata`` (the unified
     schema, with pandas metadata for every column) and ``_metadata`` (every row group) are
-    written beside the files. ``impact_type`` is a dictionary-encoded string column.
+    written beside the files. ``impact_type`` is a dictionary-encoded string column. The
+    marker ``_impactframe.json`` (package version, endpoint, query, partitioning, the files)
+    is written last; readers skip files whose names start with ``_``.
 
     Examples
     --------
@@ -289,7 +289,7 @@ def _export(
     plan = prepare(endpoint, **arguments)
     partition_keys = _check_partition_by(partition_by)
     batch_size = _check_batch_records(batch_records)
-    target = _check_target(path, overwrite)
+    target = check_target(path, overwrite)
     if plan.metadata == "dict":
         # Parquet has no column of free-form dicts that reads back as dicts everywhere.
         plan = dataclasses.replace(plan, metadata="json")
@@ -323,7 +323,7 @@ def _write_dataset(
         _remove_stale(target)
         lock = _hold_run_lock(target, run_id)
         temporary.mkdir()
-        writer = _DatasetWriter(temporary, partition_keys, run_id)
+        writer = _DatasetWriter(temporary, partition_keys, run_id, _description(plan))
         written = 0
         warned: set[tuple[type[Warning], str]] = set()
         with _progress_bar(plan.progress, f"impactframe export {endpoint}") as bar:

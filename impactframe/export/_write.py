@@ -1,12 +1,17 @@
 """Writing an export's batches as Parquet files, and unifying their columns at the end.
 
-Each batch becomes new files, one per partition (``year=2024/month=9/part-00003-<run>.parquet``),
+Each batch becomes new files, one per partition (``year=2024/month=09/part-00003-<run>.parquet``),
 with the batch's own columns. Batches may see different metadata keys, so files may start with
 different columns. When the stream ends every file whose columns differ from the union is
 rewritten to the union (one file at a time, null columns added), then ``_common_metadata`` and
 ``_metadata`` are written. Readers that take the schema of the first file they open
 (pyarrow.dataset, pandas, Dask, Spark without ``mergeSchema``) would otherwise miss columns, and
-the sidecar files alone do not fix that.
+the sidecar files alone do not fix that. Last, the marker ``_impactframe.json`` (see `_place`)
+lists every file written, so that only this dataset can later be replaced.
+
+Month and day folders are zero-padded (``month=09``): readers that sort partition values as
+text (pandas' categories, a directory listing) then keep calendar order, and those that infer
+types (pyarrow, pandas, Dask) still read integers.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from urllib.parse import quote
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ._place import write_marker
 
 logger = logging.getLogger("impactframe")
 
@@ -47,6 +54,13 @@ def _partition_values(frame: pd.DataFrame, partition_by: tuple[str, ...]) -> pd.
         else:
             columns[key] = getattr(times, key).to_numpy(dtype="int64")
     return pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
+
+
+def _folder_value(key: str, value: object) -> str:
+    """The text of a partition value in its folder name: month and day zero-padded."""
+    if key in ("month", "day"):
+        return f"{int(value):02d}"  # type: ignore[call-overload]
+    return quote(str(value), safe="")
 
 
 def _to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -139,10 +153,18 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 class _DatasetWriter:
     """Writes batches as new files under a root folder; unifies them at the end."""
 
-    def __init__(self, root: Path, partition_by: tuple[str, ...], run_id: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        partition_by: tuple[str, ...],
+        run_id: str,
+        description: dict[str, Any] | None = None,
+    ) -> None:
         self.root = root
         self.partition_by = partition_by
         self.run_id = run_id
+        #: What the marker says besides the files: endpoint, query, partitioning.
+        self.description = {"partition_by": list(partition_by), **(description or {})}
         self.files: list[_File] = []
 
     def _write(self, table: pa.Table, relpath: str) -> None:
@@ -164,7 +186,7 @@ class _DatasetWriter:
         for values, rows in groups.items():
             values = values if isinstance(values, tuple) else (values,)
             folders = [
-                f"{key}={quote(str(value), safe='')}"
+                f"{key}={_folder_value(key, value)}"
                 for key, value in zip(self.partition_by, values, strict=True)
             ]
             self._write(table.take(pa.array(rows)), "/".join([*folders, name]))
@@ -189,6 +211,7 @@ class _DatasetWriter:
             collected.append(metadata)
         pq.write_metadata(schema, self.root / _COMMON_METADATA)
         pq.write_metadata(schema, self.root / _METADATA, metadata_collector=collected)
+        write_marker(self.root, self.description, (file.relpath for file in self.files))
         return schema
 
     @property

@@ -27,10 +27,11 @@ import pytest
 
 import impactframe as ifr
 from impactframe import aggregate
+from impactframe._constants import IMPACT_TYPES
 from impactframe.cli import build_parser, main
 from impactframe.cli._args import redact_secrets
 from impactframe.cli._output import atomic_output, write_frame
-from impactframe.sandbox import SandboxServer
+from impactframe.sandbox import SandboxServer, generate_records
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-7731-Zq9xSECRETkey"
@@ -183,6 +184,33 @@ def test_summary_prints_a_table_with_totals(server: SandboxServer) -> None:
     dollars = f"${int(totals['money_donated']) / 100:,.2f}"
     assert lines[-1].startswith("units: tree_planted: trees;")
     assert dollars in lines[-1]
+
+
+def test_reconcile_is_exit_0_when_complete(server: SandboxServer) -> None:
+    result = run("reconcile", "--base-url", server.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        f"Complete: {N_RECORDS} records and {N_CUSTOMER_RECORDS} customer records match"
+    )
+    dates = ("--start", "2021-01-01", "--end", "2025-12-31")
+    daily = run("reconcile", *dates, "--base-url", server.url)
+    assert daily.returncode == 0, daily.stderr
+    assert "daily figures" in daily.stdout
+
+
+def test_reconcile_is_exit_1_and_names_the_difference(tmp_path: Path) -> None:
+    # A record served twice, identical: the loader keeps it once (and warns), while the API's
+    # totals count it twice. reconcile must say where, by how much, and exit 1.
+    records = generate_records(n=30, seed=3)
+    doubled = records[7]
+    with SandboxServer(records=[*records, dict(doubled)], customer_records=[], api_key=KEY) as s:
+        result = run("reconcile", "--base-url", s.url)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("Incomplete:")
+    kind = next(t for t in IMPACT_TYPES if t in doubled)
+    row = next(line.split() for line in result.stdout.splitlines() if kind in line.split())
+    assert row[0] == "user"
+    assert int(row[-1]) == -doubled[kind]  # loaded - reported: the second copy
 
 
 @pytest.mark.timeout(120)

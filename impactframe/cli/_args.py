@@ -25,6 +25,7 @@ __all__ = [
     "cache_dir_hint",
     "cache_parser",
     "command",
+    "connection_options",
     "date",
     "endpoint",
     "frame_path",
@@ -146,6 +147,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve a local fake of the Records API with generated data",
         "Serve /v1/records and /v1/customer_records on loopback from seeded, generated "
         "data, until Ctrl-C. Point impactframe at it with the printed environment variables.",
+    ),
+    "reconcile": (
+        "prove a load complete: the records against the API's own figures",
+        "Load both endpoints and compare their sums with the API's own figures: the lifetime "
+        "totals (user and customer) without dates, the daily figures with --start/--end. "
+        "Prints each difference (where, impact type, loaded, reported); exit 0 when the "
+        "records are complete, 1 when not.",
     ),
     "cache": (
         "list or clear the Parquet cache",
@@ -340,6 +348,14 @@ def query_parser() -> Parser:
         metavar="N",
         help="date windows fetched at once (default %(default)s)",
     )
+    connection_options(group)
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def connection_options(group: argparse._ArgumentGroup) -> None:
+    """Where the API is and how to authenticate: ``--base-url``, ``--allow-insecure`` and
+    ``--api-key-file`` (never a plain ``--api-key``: it would show in the process list)."""
     group.add_argument(
         "--base-url",
         metavar="URL",
@@ -357,8 +373,6 @@ def query_parser() -> Parser:
         metavar="PATH",
         help=f"read the API key from this file (default: the {ENV_API_KEY} variable)",
     )
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
 
 
 def cache_parser() -> Parser:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from .. import aggregate
 from .._constants import RETRY_STATUSES, UNITS
+from ..account import reconcile
 from ..export._export import export_parquet
 from ..export._place import check_target
 from ..loaders import load_customer_records, load_records
@@ -236,6 +237,8 @@ def run_demo(
         cdf = load_customer_records(**connection)
         dataset = export_parquet(folder / DATASET_DIR, overwrite=True, **connection)
         log = server.requests
+        # The proof, from the API's own figures: every record of the account arrived once.
+        check = reconcile(df, cdf, api_key=server.api_key, base_url=server.url)
     requests = len(log)
     retries = sum(1 for entry in log if entry.fault or entry.status in RETRY_STATUSES)
 
@@ -265,7 +268,7 @@ def run_demo(
         )
     seconds = time.perf_counter() - started
 
-    complete = len(df) == n_records and len(cdf) == n_customer_records
+    complete = check.ok and len(df) == n_records and len(cdf) == n_customer_records
     outcome = "every record arrived, none twice" if complete else "some records are missing"
     lines = [
         f"Loaded   {len(df):,} records (concurrency=4) and {len(cdf):,} customer records over HTTP",
@@ -291,6 +294,7 @@ def run_demo(
         lines.append(f"  ({CHART_FILE} skipped: {skipped})")
     lines += [
         "",
+        f"Reconciled  {check}",
         f"Done in {seconds:.1f} s: {requests} HTTP requests, {retries} of them retried.",
         f"Next: pd.read_parquet({str(folder / RECORDS_FILE)!r}), or see notebooks/quickstart.ipynb",
     ]

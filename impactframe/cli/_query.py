@@ -1,4 +1,4 @@
-"""The commands that query the API: ``fetch``, ``export`` and ``summary``.
+"""The commands that query the API: ``fetch``, ``export``, ``summary`` and ``reconcile``.
 
 They share the query options (:func:`~impactframe._cli_args.query_parser`) and turn them into
 loader keywords here, checked before any request; the API key is read last, from
@@ -17,15 +17,19 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .._constants import ENV_API_KEY
+from ..account import reconcile
 from ..client._client import Client
 from ..export._export import PARTITION_KEYS
 from ._args import (
     Parser,
     cache_parser,
     command,
+    connection_options,
+    date,
     frame_path,
     freq,
     metadata_option,
+    parent_parser,
     partition_by,
     query_parser,
 )
@@ -66,6 +70,11 @@ def add_commands(commands: Commands, common: Parser) -> None:
     summary.add_argument(
         "--by", metavar="COLUMN", help="one table per value of this column, e.g. customer_email"
     )
+    checked, group = parent_parser("reconcile options")
+    group.add_argument("--start", type=date, metavar="YYYY-MM-DD", help="first UTC day (incl.)")
+    group.add_argument("--end", type=date, metavar="YYYY-MM-DD", help="last UTC day (incl.)")
+    connection_options(group)
+    command(commands, "reconcile", [common, checked], _run_reconcile)
 
 
 def _export_options(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +143,17 @@ def _run_summary(args: argparse.Namespace) -> int:
     for line in summary_lines(df, freq=args.freq, by=args.by, endpoint=args.endpoint):
         print(line)
     return 0
+
+
+def _run_reconcile(args: argparse.Namespace) -> int:
+    if args.start and args.end and args.start > args.end:
+        msg = f"--start {args.start} is after --end {args.end}; expected start <= end"
+        raise ValueError(msg)
+    key = _read_api_key(args)
+    with Client(key, base_url=args.base_url, allow_insecure=args.allow_insecure) as client:
+        result = reconcile(start_date=args.start, end_date=args.end, client=client)
+    print(result)
+    return 0 if result.ok else 1
 
 
 # -- from options to loader keywords -------------------------------------------------------------

@@ -600,6 +600,7 @@ MINIMAL = {
     "summary": ["summary", "records"],
     "demo": ["demo"],
     "sandbox": ["sandbox"],
+    "reconcile": ["reconcile"],
     "cache": ["cache", "list"],
 }
 
@@ -659,7 +660,7 @@ def test_global_options_and_no_api_key(capsys: pytest.CaptureFixture[str]) -> No
     assert code == 0
     for option in re.findall(r"--[a-z][\w-]*", _synopsis()["global"]):
         assert option in out
-    listed = set(re.findall(r"^    (\w+) ", out, re.M))  # the COMMAND lines of --help
+    listed = set(re.findall(r"^    (\w+)(?: |$)", out, re.M))  # the COMMAND lines of --help
     assert listed == set(MINIMAL) == set(_synopsis()) - {"query", "global"}
     helps = "".join(cli(capsys, c, "--help")[1] for c in MINIMAL)
     assert "--api-key-file" in helps

@@ -23,6 +23,7 @@ from .errors import (
     PaginationError,
     RateLimitError,
     SchemaDriftWarning,
+    TransportError,
     ValidationError,
 )
 from .export import ExportResult, export_parquet
@@ -45,6 +46,7 @@ __all__ = [
     "RateLimitError",
     "RecordsSchema",
     "SchemaDriftWarning",
+    "TransportError",
     "ValidationError",
     "__version__",
     "aggregate",

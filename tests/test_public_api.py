@@ -23,6 +23,7 @@ EXPECTED = [
     "RateLimitError",
     "RecordsSchema",
     "SchemaDriftWarning",
+    "TransportError",
     "ValidationError",
     "__version__",
     "aggregate",

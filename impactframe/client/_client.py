@@ -299,7 +299,9 @@ class Client:
                 stream=True,
                 # requests strips only Authorization on a cross-host redirect, not x-api-key.
                 allow_redirects=False,
-                proxies=self._proxies,  # loopback: never an environment proxy (SPEC §10)
+                # Loopback: never an environment proxy (SPEC §10). A None value is requests' way
+                # to drop a key (merge_setting), which its stubs do not say.
+                proxies=self._proxies,  # type: ignore[arg-type]
             ).raw
         del headers
         # On a caller's session (not `DeadlineAdapter`), the deadline covers the body from here.

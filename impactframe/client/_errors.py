@@ -212,9 +212,11 @@ def _transport_error(
     reason = _classify(exc)
     tries = "1 try" if attempts == 1 else f"{attempts} tries"
     low = exc.cause if isinstance(exc, _BrokenBody) else exc
+    # The transport's exception type, for a search; none for our own limits.
+    kind = "" if isinstance(exc, _FINAL) else f"; {type(low).__name__}"
     msg = (
         f"GET {path}: {_what_failed(reason, exc, host, timeout)} ({tries} in {seconds:.1f} s"
-        f"; {type(low).__name__}); {_ADVICE[reason]}"
+        f"{kind}); {_ADVICE[reason]}"
     )
     msg = secret.shorten(msg, _MESSAGE_CHARS)
     if isinstance(exc, _BrokenBody) and exc.partial:

@@ -78,7 +78,8 @@ def route(
     settings = session.merge_environment_settings(url, wanted, None, None, None)  # type: ignore[arg-type]
     adapter = session.get_adapter(url)
     if (
-        type(adapter) not in _PLAIN_ADAPTERS
+        not isinstance(adapter, HTTPAdapter)
+        or type(adapter) not in _PLAIN_ADAPTERS
         or select_proxy(url, settings["proxies"]) is not None
     ):
         return None

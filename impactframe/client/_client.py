@@ -2,8 +2,10 @@
 
 `Client.get_json` is the only place that touches the network. Its decisions (retry or not, how
 long to wait, where the next page is) come from the pure modules `_retry` and `_paging`. Beside
-it: `_client_security` (the key and the base URL, checked; the key masked), `_client_errors`
-(a failed exchange to the exception SPEC §4 names) and `_client_walk` (the capped cursor walk).
+it: `_secrets` (the key and the base URL, checked; the key masked; loopback kept off
+environment proxies), `_errors` (a failed exchange to the exception SPEC §4 names),
+`_pooled` (the GET through the session's urllib3 pool, and the capped body read both routes
+share) and `_deadline` (the total deadline per request).
 """
 
 from __future__ import annotations
@@ -39,18 +41,18 @@ from . import _pooled as _transport
 from ._deadline import WATCHDOG, Deadline, DeadlineAdapter, watching
 from ._errors import (
     _FATAL,
-    _FINAL,
     _RETRYABLE_EXCEPTIONS,
     _TRANSIENT,
+    FINAL,
     QUICK_FAIL,
+    DeadlinePassed,
     _BrokenBody,
-    _classify,
-    _DeadlinePassed,
     _not_json,
     _request_error,
     _status_error,
-    _transport_error,
     _UnreadableBody,
+    classify,
+    transport_error,
 )
 from ._pooled import read_body
 from ._retry import backoff_delay, is_retryable_status, parse_retry_after
@@ -213,7 +215,7 @@ class Client:
         # Per-request proxies: a loopback base URL never goes through an environment proxy
         # (the key would reach whatever listens there, in clear text); None elsewhere.
         self._proxies = direct_proxies(self._session.proxies, self.base_url)
-        # The key joins these per request (see `_send`), so no dict of ours ever holds it.
+        # The key joins these per request (see `_exchange`), so no dict of ours ever holds it.
         self._headers = {"Accept": "application/json"}
         # A user's session keeps its own User-Agent unless it still has requests' default.
         user_agent = str(self._session.headers.get("User-Agent", ""))
@@ -276,7 +278,7 @@ class Client:
             status = answer[0]  # passed: a body "ending" at the cut may be short
         finally:
             WATCHDOG.disarm(deadline)  # also on KeyboardInterrupt; idempotent
-        raise _DeadlinePassed(status, self.deadline)
+        raise DeadlinePassed(status, self.deadline)
 
     def _exchange(
         self, url: str, params: Mapping[str, Any], deadline: Deadline
@@ -325,7 +327,7 @@ class Client:
     def _transport_error(
         self, exc: Exception, path: str, attempts: int, started: float
     ) -> Exception:
-        return _transport_error(
+        return transport_error(
             exc,
             host=urlsplit(self.base_url).netloc,
             path=path,
@@ -414,14 +416,14 @@ class Client:
             try:
                 status, body, headers = self._send(url, params)
             except _TRANSIENT as exc:
-                quick = _classify(exc) in QUICK_FAIL  # a wrong port or host: one quick retry
+                quick = classify(exc) in QUICK_FAIL  # a wrong port or host: one quick retry
                 if attempt >= (min(self.max_retries, 1) if quick else self.max_retries):
                     failure = self._transport_error(exc, path, attempt + 1, started)
                 reason = type(exc.cause if isinstance(exc, _BrokenBody) else exc).__name__
                 if isinstance(exc, _BrokenBody):
                     reason = f"HTTP {exc.status}, body cut short: {reason}"
                 retry_after = None
-            except _FINAL as exc:  # too large or too slow: a retry would only repeat it
+            except FINAL as exc:  # too large or too slow: a retry would only repeat it
                 failure = self._transport_error(exc, path, attempt + 1, started)
             except _FATAL as exc:  # not worth another try: a body that cannot be decoded, ...
                 failure = _request_error(exc, self._api_key)

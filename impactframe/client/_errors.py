@@ -20,7 +20,7 @@ from ..errors import APIError, AuthenticationError, RateLimitError, TransportErr
 from ._pooled import BodyTooLarge
 from ._secrets import _Secret
 
-__all__ = ["QUICK_FAIL"]
+__all__ = ["FINAL", "QUICK_FAIL", "DeadlinePassed", "classify", "transport_error"]
 
 #: Transport failures worth another try. ``ChunkedEncodingError`` is what requests raises when
 #: the body ends before its Content-Length (urllib3 ``IncompleteRead``); it is *not* a
@@ -61,7 +61,7 @@ _TRANSIENT: tuple[type[Exception], ...] = (_BrokenBody, *_RETRYABLE_EXCEPTIONS)
 _FATAL: tuple[type[Exception], ...] = (_UnreadableBody, requests.RequestException)
 
 
-class _DeadlinePassed(Exception):
+class DeadlinePassed(Exception):
     """The exchange passed the client's total deadline; its socket was cut (see `_deadline`)."""
 
     def __init__(self, status: int | None, seconds: float) -> None:
@@ -71,7 +71,7 @@ class _DeadlinePassed(Exception):
 
 
 #: Failures no retry mends and that leave no usable response: `TransportError` at once.
-_FINAL: tuple[type[Exception], ...] = (BodyTooLarge, _DeadlinePassed)
+FINAL: tuple[type[Exception], ...] = (BodyTooLarge, DeadlinePassed)
 
 
 def _snippet(body: bytes, secret: _Secret) -> str:
@@ -127,7 +127,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _classify(exc: BaseException) -> str:
+def classify(exc: BaseException) -> str:
     """The plain cause of a transport failure: one of `TransportError.reason`'s values."""
     chain = _chain(exc)
     kinds = tuple(type(e) for e in chain)
@@ -137,7 +137,7 @@ def _classify(exc: BaseException) -> str:
 
     if isinstance(exc, BodyTooLarge):
         return "too_large"
-    if isinstance(exc, _DeadlinePassed):
+    if isinstance(exc, DeadlinePassed):
         return "deadline"
     if has(requests.exceptions.ProxyError):  # first: a refused proxy is not a refused host
         return "proxy"
@@ -189,7 +189,7 @@ def _what_failed(reason: str, exc: BaseException, host: str, timeout: float) -> 
         assert isinstance(exc, BodyTooLarge)
         return f"the response from {host} is larger than max_body_bytes={exc.limit}"
     if reason == "deadline":
-        assert isinstance(exc, _DeadlinePassed)
+        assert isinstance(exc, DeadlinePassed)
         return f"the response from {host} did not finish within deadline={exc.seconds:g} s"
     if isinstance(exc, _BrokenBody):
         return f"the connection to {host} dropped mid-body"
@@ -198,7 +198,7 @@ def _what_failed(reason: str, exc: BaseException, host: str, timeout: float) -> 
     return f"the request to {host} failed"
 
 
-def _transport_error(
+def transport_error(
     exc: Exception,
     *,
     host: str,
@@ -209,11 +209,11 @@ def _transport_error(
     secret: _Secret,
 ) -> TransportError:
     """The `TransportError` for a failure after ``attempts`` tries: plain words, key masked."""
-    reason = _classify(exc)
+    reason = classify(exc)
     tries = "1 try" if attempts == 1 else f"{attempts} tries"
     low = exc.cause if isinstance(exc, _BrokenBody) else exc
     # The transport's exception type, for a search; none for our own limits.
-    kind = "" if isinstance(exc, _FINAL) else f"; {type(low).__name__}"
+    kind = "" if isinstance(exc, FINAL) else f"; {type(low).__name__}"
     msg = (
         f"GET {path}: {_what_failed(reason, exc, host, timeout)} ({tries} in {seconds:.1f} s"
         f"{kind}); {_ADVICE[reason]}"
@@ -226,7 +226,7 @@ def _transport_error(
 
 
 def _request_error(exc: Exception, secret: _Secret) -> APIError:
-    """Map a `_FATAL` failure; as `_transport_error`, its type and message only, key masked."""
+    """Map a `_FATAL` failure; as `transport_error`, its type and message only, key masked."""
     if isinstance(exc, _UnreadableBody):
         status: int | None = exc.status
         msg = f"the response body could not be read ({type(exc.cause).__name__}: {exc.cause})"

@@ -32,6 +32,7 @@ from .errors import (
     PaginationError,
     RateLimitError,
     SchemaDriftWarning,
+    TransportError,
     ValidationError,
 )
 from .export import ExportResult, export_parquet
@@ -56,6 +57,7 @@ __all__ = [
     "Reconciliation",
     "RecordsSchema",
     "SchemaDriftWarning",
+    "TransportError",
     "ValidationError",
     "__version__",
     "aggregate",

@@ -5,7 +5,9 @@ Our exception hierarchy::
     ImpactFrameError                 anything impactframe raises on purpose
     ├── APIError                     the API answered with an error (.status, .error_type, .message)
     │   ├── AuthenticationError      401/403, or an error of type ``key_error``
-    │   └── RateLimitError           429, still refused after every retry
+    │   ├── RateLimitError           429, still refused after every retry
+    │   └── TransportError           no usable response: network, TLS, timeout, size cap, deadline
+                                     (.host, .reason, .attempts)
     ├── PaginationError              the cursor chain is broken (a cursor seen twice)
     └── ValidationError              the data is not what the contract promises
                                      (also a ValueError; .failure_cases, .field, .record)
@@ -32,6 +34,7 @@ __all__ = [
     "PaginationError",
     "RateLimitError",
     "SchemaDriftWarning",
+    "TransportError",
     "ValidationError",
 ]
 
@@ -78,6 +81,51 @@ class AuthenticationError(APIError):
 
 class RateLimitError(APIError):
     """The API still answered 429 (too many requests) after every retry."""
+
+
+class TransportError(APIError):
+    """No usable response: the network, TLS, a timeout, the size cap or the deadline failed.
+
+    Raised after the retries worth making (a refused connection or an unknown host gets at most
+    one quick retry; a body over the size cap or past the deadline gets none). The message says
+    in plain words which host, what failed, how many tries, and what to check.
+
+    Parameters
+    ----------
+    message : str
+        What failed and what to check.
+    status : int or None
+        The HTTP status when the status line arrived before the failure (a body cut short, too
+        large or too slow), else ``None``.
+    host : str or None
+        ``host:port`` of the base URL.
+    reason : str or None
+        One of ``"refused"``, ``"dns"``, ``"timeout"``, ``"tls"``, ``"proxy"``, ``"dropped"``,
+        ``"too_large"``, ``"deadline"``, ``"network"``.
+    attempts : int or None
+        How many requests were sent (the first one included).
+
+    Examples
+    --------
+    >>> err = TransportError("connection refused", host="127.0.0.1:1", reason="refused",
+    ...                      attempts=2)
+    >>> isinstance(err, APIError), str(err), err.reason
+    (True, 'no response: connection refused', 'refused')
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        host: str | None = None,
+        reason: str | None = None,
+        attempts: int | None = None,
+    ):
+        self.host = host
+        self.reason = reason
+        self.attempts = attempts
+        super().__init__(message, status=status)
 
 
 class PaginationError(ImpactFrameError):

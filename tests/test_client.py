@@ -29,6 +29,7 @@ from impactframe.errors import (
     AuthenticationError,
     PaginationError,
     RateLimitError,
+    TransportError,
     ValidationError,
 )
 from impactframe.sandbox import Fault, SandboxServer, generate_records
@@ -434,17 +435,22 @@ def test_drop_and_truncate_are_retried(
     assert fake_sleep == expected_backoff(2)
 
 
-def test_persistent_drop_is_an_api_error_without_status(
+def test_persistent_drop_is_a_transport_error_without_status(
     sandbox: SandboxServer, connect: Callable[..., Client], fake_sleep: list[float]
 ) -> None:
     sandbox.inject(Fault("drop"), times=None)
     client = connect(sandbox, max_retries=2)
-    with pytest.raises(APIError, match=r"^no response: network error after 2 retries") as info:
+    with pytest.raises(TransportError, match=r"^no response: GET /v1/records: the conn") as info:
         client.get_page("records", {})
     assert info.value.status is None
-    # Not chained: the requests exception carries the prepared request and its key header.
+    assert (info.value.reason, info.value.attempts) == ("dropped", 3)
+    assert info.value.host == sandbox.url.removeprefix("http://")
+    assert f"{info.value.host} was closed or reset before a whole response (3 tries" in str(
+        info.value
+    )
+    # Not chained: the requests exception carries the prepared request and its headers.
     assert info.value.__cause__ is None
-    assert "ConnectionError" in info.value.message
+    assert info.value.__context__ is None
     assert len(sandbox.requests) == 3
     assert len(fake_sleep) == 2
 
@@ -454,9 +460,10 @@ def test_persistent_truncation_keeps_status_and_body_start(
 ) -> None:
     sandbox.inject(Fault("truncate"), times=None)
     client = connect(sandbox, max_retries=1)
-    with pytest.raises(APIError, match="cut short") as info:
+    with pytest.raises(TransportError, match="dropped mid-body") as info:
         client.get_page("records", {"limit": "1000"})
     assert info.value.status == 200
+    assert info.value.reason == "dropped"
     assert '{"user_records"' in info.value.message.replace(" ", "")
     assert info.value.__cause__ is None
     assert "ChunkedEncodingError" in info.value.message

@@ -582,9 +582,10 @@ def test_own_session_goes_through_the_pooled_route(sandbox: SandboxServer) -> No
 def test_a_proxy_from_the_environment_keeps_requests_in_charge(
     sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    # Off loopback only: a loopback base URL never goes through an environment proxy (SPEC §10).
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("NO_PROXY", "")
-    with Client(sandbox.api_key, base_url=sandbox.url, max_retries=0) as client:
+    with Client(sandbox.api_key, base_url="https://api.example.invalid", max_retries=0) as client:
         with pytest.raises(ifr.APIError, match=r"ProxyError|ConnectionError"):
             client.get_page("records", {"limit": "1"})
         assert client._route is None

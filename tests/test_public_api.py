@@ -25,6 +25,7 @@ EXPECTED = [
     "Reconciliation",
     "RecordsSchema",
     "SchemaDriftWarning",
+    "TransportError",
     "ValidationError",
     "__version__",
     "aggregate",

@@ -136,6 +136,7 @@ def test_the_key_appears_nowhere(
     run_cli: Callable[..., subprocess.Popen[str]],
 ) -> None:
     cache, exports = tmp_path / "cache", tmp_path / "exports"
+    cli_cache = tmp_path / "cli-cache"
     with (
         SandboxServer(api_key=KEY, n_records=400, n_customer_records=200, seed=3) as server,
         SandboxServer(api_key="someone-else", n_records=5, n_customer_records=0) as other,
@@ -149,7 +150,8 @@ def test_the_key_appears_nowhere(
 
         # The CLI runs alongside, in subprocesses.
         cli_env = {"IMPACTFRAME_API_KEY": KEY, "IMPACTFRAME_BASE_URL": server.url}
-        cli_env["IMPACTFRAME_CACHE_DIR"] = str(cache)
+        # Its own cache folder: a CLI writing into ours while we corrupt an entry would race.
+        cli_env["IMPACTFRAME_CACHE_DIR"] = str(cli_cache)
         commands = {
             "fetch": ["fetch", "records", "--out", str(exports / "cli.parquet"), "--cache"],
             "export": ["export", "customer-records", "--out", str(exports / "cli-dataset")],
@@ -264,6 +266,7 @@ def test_the_key_appears_nowhere(
     evidence.add("vars Client", repr(vars(client)))
     evidence.add("dask graph", repr(dict(ddf.__dask_graph__())))
     evidence.files("cache", cache)
+    evidence.files("cli cache", cli_cache)
     evidence.files("exports", exports)
     evidence.files("tmp", tmp_path)
     assert len(evidence.texts) > 200

@@ -2,8 +2,10 @@
 
 `Client.get_json` is the only place that touches the network. Its decisions (retry or not, how
 long to wait, where the next page is) come from the pure modules `_retry` and `_paging`. Beside
-it: `_client_security` (the key and the base URL, checked; the key masked), `_client_errors`
-(a failed exchange to the exception SPEC §4 names) and `_client_walk` (the capped cursor walk).
+it: `_secrets` (the key and the base URL, checked; the key masked; loopback kept off
+environment proxies), `_errors` (a failed exchange to the exception SPEC §4 names),
+`_pooled` (the GET through the session's urllib3 pool, and the capped body read both routes
+share) and `_deadline` (the total deadline per request).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from .._constants import (
     API_KEY_HEADER,
@@ -36,26 +38,41 @@ from .._params import Query, check_choice, reject
 from .._version import package_version
 from ..errors import APIError, ValidationError
 from . import _pooled as _transport
+from ._deadline import WATCHDOG, Deadline, DeadlineAdapter, watching
 from ._errors import (
     _FATAL,
     _RETRYABLE_EXCEPTIONS,
     _TRANSIENT,
+    FINAL,
+    QUICK_FAIL,
+    DeadlinePassed,
     _BrokenBody,
-    _network_error,
     _not_json,
     _request_error,
     _status_error,
     _UnreadableBody,
+    classify,
+    transport_error,
 )
+from ._pooled import read_body
 from ._retry import backoff_delay, is_retryable_status, parse_retry_after
-from ._secrets import _fingerprint, _resolve_api_key, _resolve_base_url, _Secret
+from ._secrets import (
+    _fingerprint,
+    _resolve_api_key,
+    _resolve_base_url,
+    _Secret,
+    direct_proxies,
+)
 
-__all__ = ["Client"]
+__all__ = ["DEADLINE_PER_TIMEOUT", "DEFAULT_MAX_BODY_BYTES", "Client"]
 
 logger = logging.getLogger("impactframe")
 
 _HEAD_SIZE = 512
-_CHUNK_SIZE = 64 * 1024
+#: The default cap on a decoded body: a page of 1000 records is about 0.5 MB.
+DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
+#: The default total deadline per request, as a multiple of ``timeout``.
+DEADLINE_PER_TIMEOUT = 3
 _POOL_MAXSIZE = 32
 _UNKNOWN = object()
 
@@ -107,12 +124,25 @@ class Client:
     timeout : float
         Seconds to wait for a connection and for each read.
     max_retries : int
-        Retries after the first attempt (429, 5xx, dropped connections, timeouts).
+        Retries after the first attempt (429, 5xx, dropped connections, timeouts). A refused
+        connection, an unknown host or a TLS failure gets at most one quick retry.
     session : requests.Session, optional
         Your own session (proxies, certificates). It is used as is and never closed here; the key
-        travels per request and is never added to its headers.
+        travels per request and is never added to its headers. Proxies you set on it are
+        honoured, also for a loopback base URL (your choice); the environment's
+        (``HTTP_PROXY``, ``ALL_PROXY``...) never apply to a loopback host.
     allow_insecure : bool
         Accept plain ``http`` to a non-loopback host (the key would cross the network unencrypted).
+    max_body_bytes : int
+        The cap on one decoded response body (compressed bodies are counted decoded, as they
+        inflate): past it, `TransportError` at once, with about this much memory used at most
+        (twice, at the moment the pieces are joined). Default 256 MiB; a page is about 0.5 MB.
+    deadline : float, optional
+        Seconds one request may take in all, from connecting to the last byte of the body
+        (``timeout`` bounds each read only: a server dripping a byte a second never trips it).
+        Past it, `TransportError` at once, not retried. Default ``3 * timeout`` (90 s). On
+        your own `session`, it covers the body (the status line and headers: each read's
+        ``timeout`` only).
 
     Raises
     ------
@@ -140,6 +170,8 @@ class Client:
         max_retries: int = DEFAULT_MAX_RETRIES,
         session: requests.Session | None = None,
         allow_insecure: bool = False,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        deadline: float | None = None,
     ) -> None:
         self._api_key = _Secret(_resolve_api_key(api_key))
         check_choice(environment, "environment", ENVIRONMENTS)
@@ -158,12 +190,32 @@ class Client:
             msg = f"max_retries: {max_retries!r} is not accepted; expected an int >= 0"
             raise ValueError(msg)
         self.max_retries = max_retries
+        if (
+            isinstance(max_body_bytes, bool)
+            or not isinstance(max_body_bytes, int)
+            or max_body_bytes < 1
+        ):
+            reject("max_body_bytes", max_body_bytes, "an int of bytes >= 1")
+        self.max_body_bytes = max_body_bytes
+        if deadline is None:
+            deadline = DEADLINE_PER_TIMEOUT * self.timeout
+        if (
+            isinstance(deadline, bool)
+            or not isinstance(deadline, int | float)
+            or not math.isfinite(deadline)
+            or deadline <= 0
+        ):
+            reject("deadline", deadline, "a number of seconds > 0, or None (3 x timeout)")
+        self.deadline = float(deadline)
         if session is not None and not isinstance(session, requests.Session):
             shown = f"a value of type {type(session).__name__}"
             reject("session", session, "a requests.Session or None", shown=shown)
         self._owns_session = session is None
         self._session = session if session is not None else self._new_session()
-        # The key joins these per request (see `_send`), so no dict of ours ever holds it.
+        # Per-request proxies: a loopback base URL never goes through an environment proxy
+        # (the key would reach whatever listens there, in clear text); None elsewhere.
+        self._proxies = direct_proxies(self._session.proxies, self.base_url)
+        # The key joins these per request (see `_exchange`), so no dict of ours ever holds it.
         self._headers = {"Accept": "application/json"}
         # A user's session keeps its own User-Agent unless it still has requests' default.
         user_agent = str(self._session.headers.get("User-Agent", ""))
@@ -182,7 +234,8 @@ class Client:
         session = requests.Session()
         # Room for concurrent page fetches (concurrency=N) over kept-alive connections; retries
         # are ours, so urllib3's own are off.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_MAXSIZE, max_retries=0)
+        # DeadlineAdapter: HTTPAdapter whose sockets the deadline can cut (see `_deadline`).
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=_POOL_MAXSIZE, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.headers["User-Agent"] = _user_agent()
@@ -209,61 +262,80 @@ class Client:
     # -- plumbing -------------------------------------------------------------------------------
 
     def _send(self, url: str, params: Mapping[str, Any]) -> tuple[int, bytes, Mapping[str, str]]:
-        """One HTTP exchange; the body is read here so that a cut-short body keeps its status."""
+        """One HTTP exchange within `deadline` seconds, whole (see `_deadline`)."""
+        deadline = WATCHDOG.arm(self.deadline)
+        status: int | None = None
+        try:
+            with watching(deadline):
+                answer = self._exchange(url, params, deadline)
+        except Exception as exc:
+            if not WATCHDOG.disarm(deadline):
+                raise
+            status = getattr(exc, "status", None)  # passed: the cut caused this failure
+        else:
+            if not WATCHDOG.disarm(deadline):
+                return answer
+            status = answer[0]  # passed: a body "ending" at the cut may be short
+        finally:
+            WATCHDOG.disarm(deadline)  # also on KeyboardInterrupt; idempotent
+        raise DeadlinePassed(status, self.deadline)
+
+    def _exchange(
+        self, url: str, params: Mapping[str, Any], deadline: Deadline
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """Send the GET and read the body; the body is read here so that a cut-short body keeps
+        its status. The key header is built here, from a `MaskedKey`, so that no frame holds it
+        in a form whose ``repr`` shows it."""
         headers = {**self._headers, API_KEY_HEADER: self._api_key.get()}
         if self._route is _UNKNOWN:
-            self._route = _transport.route(self._session, url)
+            self._route = _transport.route(self._session, url, self._proxies)
         way = self._route
         if way is not None and _transport.usable(way, url):  # type: ignore[arg-type]
-            return self._send_pooled(way, url, params, headers)  # type: ignore[arg-type]
-        response = self._session.get(
-            url,
-            params=params,
-            headers=headers,
-            timeout=self.timeout,
-            stream=True,
-            # requests strips only Authorization on a cross-host redirect, not x-api-key.
-            allow_redirects=False,
-        )
-        chunks: list[bytes] = []
-        try:
-            # A small first read keeps the start of a body that is later cut short (urllib3
-            # drops a whole read on IncompleteRead); then large reads for speed.
-            chunks.append(next(response.iter_content(_HEAD_SIZE), b""))
-            if chunks[0]:  # else the body was empty, and the stream is consumed already
-                chunks.extend(response.iter_content(_CHUNK_SIZE))
-        except _RETRYABLE_EXCEPTIONS as exc:
-            raise _BrokenBody(response.status_code, b"".join(chunks), exc) from exc
-        except requests.RequestException as exc:  # ContentDecodingError: not worth a retry
-            raise _UnreadableBody(response.status_code, exc) from exc
-        finally:
-            response.close()
-        return response.status_code, b"".join(chunks), response.headers
-
-    def _send_pooled(
-        self,
-        way: _transport.Route,
-        url: str,
-        params: Mapping[str, Any],
-        headers: Mapping[str, str],
-    ) -> tuple[int, bytes, Mapping[str, str]]:
-        """`_send` through the session's urllib3 pool (see `impactframe._transport`)."""
-        response = _transport.open_pooled(way, url, params, headers, self.timeout)
+            raw = _transport.open_pooled(way, url, params, headers, self.timeout)  # type: ignore[arg-type]
+        else:
+            raw = self._session.get(
+                url,
+                params=params,
+                headers=headers,
+                timeout=self.timeout,
+                stream=True,
+                # requests strips only Authorization on a cross-host redirect, not x-api-key.
+                allow_redirects=False,
+                # Loopback: never an environment proxy (SPEC §10). A None value is requests' way
+                # to drop a key (merge_setting), which its stubs do not say.
+                proxies=self._proxies,  # type: ignore[arg-type]
+            ).raw
+        del headers
+        # On a caller's session (not `DeadlineAdapter`), the deadline covers the body from here.
+        deadline.attach(getattr(getattr(raw, "connection", None), "sock", None))
+        status: int = raw.status
         chunks: list[bytes] = []
         done = False
         try:
-            chunks.append(_transport.read_pooled(response, _HEAD_SIZE))
-            chunks.append(_transport.read_pooled(response, None))
+            read_body(raw, self.max_body_bytes, chunks, _HEAD_SIZE)
             done = True
         except _RETRYABLE_EXCEPTIONS as exc:
-            raise _BrokenBody(response.status, b"".join(chunks), exc) from exc
-        except requests.RequestException as exc:  # as in `_send`
-            raise _UnreadableBody(response.status, exc) from exc
+            raise _BrokenBody(status, b"".join(chunks), exc) from exc
+        except requests.RequestException as exc:  # ContentDecodingError: not worth a retry
+            raise _UnreadableBody(status, exc) from exc
         finally:
             if not done:  # as Response.close: a half-read connection is not reused
-                response.close()
-            response.release_conn()
-        return response.status, b"".join(chunks), response.headers
+                raw.close()
+            raw.release_conn()
+        return status, b"".join(chunks), raw.headers
+
+    def _transport_error(
+        self, exc: Exception, path: str, attempts: int, started: float
+    ) -> Exception:
+        return transport_error(
+            exc,
+            host=urlsplit(self.base_url).netloc,
+            path=path,
+            attempts=attempts,
+            seconds=time.monotonic() - started,
+            timeout=self.timeout,
+            secret=self._api_key,
+        )
 
     def _decode(self, status: int, body: bytes) -> object:
         if 300 <= status < 400:
@@ -301,12 +373,17 @@ class Client:
             401/403, or an error of type ``key_error``.
         RateLimitError
             429 after every retry.
+        TransportError
+            No usable response after the retries worth making: a refused connection, an unknown
+            host, TLS, a proxy, a timeout, a connection dropped (``status=None``) or a body cut
+            short (with the status and the start of the body); at once, a body over
+            `max_body_bytes` or a request past `deadline`. The message names the host, the
+            cause, the tries and what to check; not chained (the ``requests`` exception holds
+            the request and its headers).
         APIError
             Any other error status (with the API's ``type`` and ``message``), a body that is not
-            JSON or cut short (with the status and the start of the body), a network failure
-            after every retry (``status=None``), or at once any other ``requests`` failure, such
-            as a body that cannot be decoded. A transport failure is named with its type and
-            message, not chained: the ``requests`` exception holds the key header.
+            JSON, or at once any other ``requests`` failure, such as a body that cannot be
+            decoded.
         RuntimeError
             The client is closed, or was closed while a retry waited (nothing more is sent).
 
@@ -333,17 +410,21 @@ class Client:
         url = f"{self.base_url}{path}"
         params = dict(params or {})
         attempt = 0
+        started = time.monotonic()
         while True:
-            failure = None
+            failure: Exception | None = None
             try:
                 status, body, headers = self._send(url, params)
             except _TRANSIENT as exc:
-                if attempt >= self.max_retries:
-                    failure = _network_error(exc, attempt, self._api_key)
+                quick = classify(exc) in QUICK_FAIL  # a wrong port or host: one quick retry
+                if attempt >= (min(self.max_retries, 1) if quick else self.max_retries):
+                    failure = self._transport_error(exc, path, attempt + 1, started)
                 reason = type(exc.cause if isinstance(exc, _BrokenBody) else exc).__name__
                 if isinstance(exc, _BrokenBody):
                     reason = f"HTTP {exc.status}, body cut short: {reason}"
                 retry_after = None
+            except FINAL as exc:  # too large or too slow: a retry would only repeat it
+                failure = self._transport_error(exc, path, attempt + 1, started)
             except _FATAL as exc:  # not worth another try: a body that cannot be decoded, ...
                 failure = _request_error(exc, self._api_key)
             else:
@@ -354,8 +435,7 @@ class Client:
                 retry_after = parse_retry_after(headers.get("Retry-After"), now=self._now())
             if failure is not None:
                 # Raised outside the except block, so not chained: the requests exception
-                # carries the prepared request, whose headers hold the key (SPEC §6). Its type
-                # and message are in ours.
+                # carries the prepared request and its headers (SPEC §6). Ours says what failed.
                 raise failure
             delay = backoff_delay(attempt, retry_after=retry_after, rng=self._rng)
             attempt += 1

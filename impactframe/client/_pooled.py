@@ -8,6 +8,10 @@ URL, headers, timeout, TLS settings and retry object, and turns urllib3's errors
 ``requests`` exceptions `HTTPAdapter.send` and `Response.iter_content` raise. Sessions with
 their own adapter, auth, hooks, default params or cookies, and URLs that go through a proxy,
 take ``session.get`` as before (`route` gives None or `usable` False).
+
+Both routes read the body with `read_body`: urllib3's response (``Response.raw`` on the
+``requests`` route) read in pieces, decoded as it comes (urllib3 >= 2.6 inflates at most the
+piece asked for), and never past the cap.
 """
 
 from __future__ import annotations
@@ -40,7 +44,14 @@ from urllib3.exceptions import ProxyError as _ProxyError
 from urllib3.exceptions import SSLError as _SSLError
 from urllib3.util import Timeout
 
-__all__ = ["Route", "open_pooled", "read_pooled", "route", "usable"]
+from ._deadline import DeadlineAdapter
+
+__all__ = ["BodyTooLarge", "Route", "open_pooled", "read_body", "read_pooled", "route", "usable"]
+
+# Adapters whose ``send`` is HTTPAdapter's own: a subclass of the caller's may change anything.
+_PLAIN_ADAPTERS = (HTTPAdapter, DeadlineAdapter)
+# Pieces of a body of unknown length (chunked, compressed): the cap's granularity.
+_PIECE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,15 +66,22 @@ class Route:
     proxies: Mapping[str, str]
 
 
-def route(session: requests.Session, url: str) -> Route | None:
+def route(
+    session: requests.Session, url: str, proxies: Mapping[str, str | None] | None = None
+) -> Route | None:
     """The pooled route to ``url``'s host, or None when it goes through a proxy.
 
     Reads the environment (proxy and CA-bundle variables) once, as ``session.get`` would on
-    each call; the client keeps the route for its lifetime.
+    each call with the same per-request `proxies`; the client keeps the route for its lifetime.
     """
-    settings = session.merge_environment_settings(url, {}, None, None, None)
+    wanted = dict(proxies) if proxies is not None else {}
+    settings = session.merge_environment_settings(url, wanted, None, None, None)  # type: ignore[arg-type]
     adapter = session.get_adapter(url)
-    if type(adapter) is not HTTPAdapter or select_proxy(url, settings["proxies"]) is not None:
+    if (
+        not isinstance(adapter, HTTPAdapter)
+        or type(adapter) not in _PLAIN_ADAPTERS
+        or select_proxy(url, settings["proxies"]) is not None
+    ):
         return None
     base = PreparedRequest()
     base.prepare(method="GET", url=url)
@@ -161,3 +179,42 @@ def read_pooled(response: Any, size: int | None) -> bytes:
     except _SSLError as err:
         raise requests.exceptions.SSLError(err) from err
     return data
+
+
+class BodyTooLarge(Exception):
+    """The decoded body would pass the client's ``max_body_bytes``; nothing more is read."""
+
+    def __init__(self, status: int, limit: int) -> None:
+        self.status = status
+        self.limit = limit
+        super().__init__(f"HTTP {status}: body larger than {limit} bytes")
+
+
+def read_body(response: Any, limit: int, chunks: list[bytes], head: int) -> None:
+    """Read urllib3's ``response`` body, decoded, into ``chunks``; at most ``limit`` bytes.
+
+    The first read is ``head`` bytes, so that the start of a body later cut short is kept
+    (urllib3 drops a whole read on IncompleteRead). A plain body of known length over the cap
+    is refused before reading it; one within is read in one go (the fast path); any other
+    (chunked, compressed) in pieces, counting decoded bytes. Errors as `read_pooled` raises.
+    Raises `BodyTooLarge`.
+    """
+    length = response.length_remaining  # None: chunked or unknown
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    plain = encoding in ("", "identity") and isinstance(length, int)
+    if plain and length > limit:
+        raise BodyTooLarge(response.status, limit)
+    data = read_pooled(response, head)
+    if not data:
+        return
+    chunks.append(data)
+    if plain:  # the declared length bounds the read; urllib3 checks that it all arrives
+        chunks.append(read_pooled(response, None))
+        return
+    total = len(data)
+    while data:
+        data = read_pooled(response, _PIECE)
+        total += len(data)
+        if total > limit:
+            raise BodyTooLarge(response.status, limit)
+        chunks.append(data)

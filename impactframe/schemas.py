@@ -32,6 +32,7 @@ import pandas as pd
 
 from ._constants import DEFAULT_METADATA_PREFIX, IMPACT_TYPES
 from ._dtypes import (
+    CUSTOMER_COLUMNS,
     DTYPES,
     METADATA_COLUMN,
     METADATA_DTYPES,
@@ -234,9 +235,9 @@ class RecordsSchema(pa.DataFrameModel):
             name=_METADATA_REGEX,
         )
         # in the order of the class bodies: the subclass's customer columns come last
-        columns = {n: c for n, c in fixed.items() if n not in _CUSTOMER_COLUMNS}
+        columns = {n: c for n, c in fixed.items() if n not in CUSTOMER_COLUMNS}
         columns[_METADATA_REGEX] = metadata
-        columns.update((n, c) for n, c in fixed.items() if n in _CUSTOMER_COLUMNS)
+        columns.update((n, c) for n, c in fixed.items() if n in CUSTOMER_COLUMNS)
         return pa.DataFrameSchema(columns, checks=cls.__root_checks__, **kwargs)
 
 
@@ -262,7 +263,6 @@ _MODELS: dict[str, type[RecordsSchema]] = {
     "customer_records": CustomerRecordsSchema,
 }
 _METADATA_REGEX = r"^metadata_.+"
-_CUSTOMER_COLUMNS = ("customer_id", "customer_email", "customer_name")
 _NULLABLE = frozenset({*IMPACT_TYPES, "category", "customer_name"})
 _NON_NEGATIVE = frozenset({"amount", *IMPACT_TYPES})
 _ONE_IMPACT_PER_ROW = pa.Check(
@@ -278,8 +278,8 @@ def _fixed_columns(endpoint: str, dtype_backend: str) -> dict[str, pa.Column]:
     In the classes' order: the customer columns after ``category``, as the subclass adds them.
     """
     dtypes = fixed_dtypes(endpoint, dtype_backend)
-    order = [n for n in dtypes if n not in _CUSTOMER_COLUMNS]
-    order += [n for n in dtypes if n in _CUSTOMER_COLUMNS]
+    order = [n for n in dtypes if n not in CUSTOMER_COLUMNS]
+    order += [n for n in dtypes if n in CUSTOMER_COLUMNS]
     return {
         name: pa.Column(
             _ImpactCategory() if name == "impact_type" else _ExactDtype(dtypes[name]),

@@ -37,7 +37,7 @@ import datetime as dt
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -273,11 +273,10 @@ class _Reader(DataSourceReader):  # type: ignore[misc]
             "api_key": _api_key(config.api_key_env),
             "base_url": partition.base_url,
         }
+        load: Callable[..., pd.DataFrame] = load_records
         if config.endpoint == "customer_records":
             options["customer_email"] = query.customer_email
             load = load_customer_records
-        else:
-            load = load_records
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             frame = load(**options)
@@ -347,7 +346,7 @@ class _PushdownReader(_Reader):
         query = self.config.query
         start, end, types = query.start_date, query.end_date, query.filter_by
         for item in filters:
-            column = item.attribute
+            column = getattr(item, "attribute", None)  # every filter class has one
             if column == ("impact_type",) and isinstance(item, EqualTo | In):
                 values = (item.value,) if isinstance(item, EqualTo) else tuple(item.value)
                 if all(v in IMPACT_TYPES for v in values):  # exact: the API filters these

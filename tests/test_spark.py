@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import pickle
+import re
 import shutil
 import sys
 import warnings
@@ -32,7 +33,7 @@ from pyspark.sql.types import DoubleType, LongType, StringType, TimestampType
 
 import impactframe as ifr
 import impactframe.spark as ifs
-from impactframe._constants import ENV_API_KEY, IMPACT_TYPES
+from impactframe._constants import ENV_API_KEY, ENV_BASE_URL, IMPACT_TYPES
 from impactframe.errors import SchemaDriftWarning
 from impactframe.sandbox import SandboxServer, generate_records
 
@@ -65,11 +66,13 @@ def server() -> Iterator[SandboxServer]:
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator[SparkSession]:
-    names = (ENV_API_KEY, "PYSPARK_PYTHON", "SPARK_LOCAL_IP")
+def spark(server: SandboxServer) -> Iterator[SparkSession]:
+    names = (ENV_API_KEY, ENV_BASE_URL, "PYSPARK_PYTHON", "SPARK_LOCAL_IP")
     saved = {name: os.environ.get(name) for name in names}
-    # The JVM, and so every Python worker it starts, keeps the environment of this moment.
-    os.environ.update({ENV_API_KEY: KEY, "PYSPARK_PYTHON": sys.executable})
+    # The JVM, and so every Python worker it starts, keeps the environment of this moment
+    # (the base URL for the README's example, which names none).
+    os.environ.update({ENV_API_KEY: KEY, ENV_BASE_URL: server.url})
+    os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # loopback only
     try:
         session = (
@@ -320,3 +323,30 @@ def test_bad_options_fail_when_the_read_is_planned(
     with pytest.raises(Exception, match=named):
         _read(spark, server, **options).count()
     assert [r for r in server.requests if r.path == "/v1/records"] == []
+
+
+# --- what the README says -------------------------------------------------------------------
+
+
+def test_the_readmes_spark_example_runs(spark: SparkSession, server: SandboxServer) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Spark\n", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```py\n(.*?)```", section, flags=re.DOTALL)
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        exec(compile(code, "README.md (Spark)", "exec"), {"__name__": "readme_example"})
+    want = _load(server, "customer_records", start_date="2024-01-01")
+    want = want[want["impact_type"].isin(["tree_planted", "carbon_captured"])]
+    for impact_type, total in want.groupby("impact_type", observed=True)["amount"].sum().items():
+        assert re.search(rf"\|\s*{impact_type}\|\s*{total}\|", shown.getvalue()), shown.getvalue()
+
+
+# pyspark's toPandas on pandas 3 warns of a deprecated keyword it passes
+@pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
+def test_to_pandas_gives_float64_for_nullable_integers(
+    spark: SparkSession, server: SandboxServer
+) -> None:
+    frame = _read(spark, server, end_date="2023-08-31").toPandas()
+    assert frame["tree_planted"].isna().any()
+    assert frame["tree_planted"].dtype == "float64"  # the README's caveat
+    assert str(_load(server, end_date="2023-08-31")["tree_planted"].dtype) == "Int64"

@@ -299,6 +299,27 @@ def test_the_key_is_in_no_plan_option_or_pickle(spark: SparkSession, server: San
     assert len(partitions) > 1
 
 
+def test_a_partition_read_logs_and_warns_without_the_key(
+    server: SandboxServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What an executor does, in this process, so that its log and warnings can be read.
+    monkeypatch.setenv("ONECLICK_SECRET", KEY)
+    source = ifs.ImpactFrameDataSource({"base_url": server.url, "api_key_env": "ONECLICK_SECRET"})
+    reader = source.reader(source.schema())
+    caplog.set_level("DEBUG", logger="impactframe")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = [b for p in reader.partitions() for b in reader.read(p)]
+    assert sum(b.num_rows for b in batches) == len(_load(server))
+    assert all(b.schema.field("time_utc").type.tz == "UTC" for b in batches)
+    messages = [str(w.message) for w in caught]
+    assert any("'score' is left out" in m for m in messages)
+    assert any("its column 'kelp_planted' is left out" in m for m in messages)
+    assert caplog.records  # the pages were logged
+    assert KEY not in caplog.text
+    assert not any(KEY in m for m in messages)
+
+
 def test_a_key_given_as_an_option_is_refused_without_echoing_it(
     spark: SparkSession, server: SandboxServer
 ) -> None:

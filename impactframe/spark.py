@@ -113,8 +113,8 @@ class _Config:
     api_key_env: str
 
 
-def _split(value: str) -> list[str]:
-    """A comma-separated list, or a JSON list (for values that hold commas)."""
+def _split(name: str, value: str) -> list[str]:
+    """Option `name`: a comma-separated list, or a JSON list (for values that hold commas)."""
     text = value.strip()
     if text.startswith("["):
         try:
@@ -122,12 +122,12 @@ def _split(value: str) -> list[str]:
         except ValueError:
             items = None
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            reject("option", value, "a JSON list of strings or a comma-separated list")
+            reject(name, value, "a JSON list of strings or a comma-separated list")
         return items
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _positive_int(options: dict[str, str], name: str) -> int | None:
+def _int_option(options: dict[str, str], name: str) -> int | None:
     if name not in options:
         return None
     try:
@@ -149,10 +149,10 @@ def _config(options: dict[str, str]) -> _Config:
         if name not in _OPTIONS:
             reject("option", name, f"one of {', '.join(_OPTIONS)}")
     endpoint = check_choice(names.get("endpoint", "records"), "endpoint", ENDPOINTS)
-    page_size = _positive_int(names, "page_size")
+    page_size = _int_option(names, "page_size")
     query = normalize_query(
         endpoint,
-        filter_by=_split(names["filter_by"]) if "filter_by" in names else None,
+        filter_by=_split("filter_by", names["filter_by"]) if "filter_by" in names else None,
         start_date=names.get("start_date") or None,
         end_date=names.get("end_date") or None,
         sort_order=names.get("sort_order", "asc"),
@@ -161,10 +161,10 @@ def _config(options: dict[str, str]) -> _Config:
     )
     keys = None
     if "metadata_keys" in names:
-        keys = tuple(sorted(set(_split(names["metadata_keys"]))))
+        keys = tuple(sorted(set(_split("metadata_keys", names["metadata_keys"]))))
         if not keys:
             reject("metadata_keys", names["metadata_keys"], "one metadata key or several")
-    n = _positive_int(names, "npartitions")
+    n = _int_option(names, "npartitions")
     if n is not None and n < 1:
         reject("npartitions", n, "an int >= 1 (default: one per calendar month)")
     env = names.get("api_key_env", ENV_API_KEY)

@@ -258,6 +258,27 @@ def test_pushed_filters_reach_the_api_and_keep_the_rows(
     assert "time_utc" in plan.split("RelationV2")[0]
 
 
+def test_without_pushdown_spark_filters_after_the_fetch(
+    spark: SparkSession, server: SandboxServer
+) -> None:
+    spark.conf.set(ifs.PUSHDOWN_CONF, "false")
+    ifs.register(spark, filter_pushdown=False)
+    try:
+        assert spark.conf.get(ifs.PUSHDOWN_CONF) == "false"  # left alone
+        df = _read(spark, server, endpoint="customer_records")
+        server.clear_log()
+        got = _rows_of_spark(df.where(F.col("impact_type") == "coral_restored"))
+        pages = [r for r in server.requests if r.params.get("limit") != ["1"]]
+        assert pages
+        assert all("filter_by" not in r.params for r in pages)
+    finally:
+        ifs.register(spark)
+    assert spark.conf.get(ifs.PUSHDOWN_CONF) == "true"
+    expected = _load(server, "customer_records", metadata="json", filter_by="coral_restored")
+    assert len(got) > 0
+    assert got == _rows_of_frame(expected, df.columns)
+
+
 def test_a_new_impact_type_is_kept_and_filtered_by_spark(
     spark: SparkSession, server: SandboxServer
 ) -> None:

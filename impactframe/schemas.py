@@ -2,27 +2,37 @@
 
 ``RecordsSchema`` and ``CustomerRecordsSchema`` state the contract as classes; their class
 attributes are column names (``RecordsSchema.time_utc == "time_utc"``). Column dtypes come from
-``impactframe._frame.DTYPES`` and are checked exactly: pandera on its own accepts ``int64`` for
+``impactframe._dtypes.DTYPES`` and are checked exactly: pandera on its own accepts ``int64`` for
 ``Int64`` and ``object`` or ``str`` for ``string``, but a frame with another dtype is a bug that
 must fail loudly (``coerce=False``, STYLE §8.10).
 
 :func:`validate` adds what a static class cannot know: the ``pyarrow`` dtypes, a custom metadata
 prefix, the ``"dict"``/``"json"`` metadata column, the columns of new impact types, and the column
 order; it turns pandera's errors into :class:`impactframe.ValidationError`.
+
+The first call costs what the next ones do (SPEC §14). :func:`validate` does not go through the
+classes: ``DataFrameModel.to_schema`` resolves its ``Series[...]`` annotations against every
+frame library pandera supports, which imports ``dask.dataframe`` (about 0.9 s) or modin when
+they are installed. It builds plain ``DataFrameSchema`` objects with the same columns and
+checks (a test pins the equality), once per (endpoint, options). And importing pandera tries
+``import pyspark.pandas`` (0.2 s, a ``FutureWarning`` on pandas 3, and environment variables
+set for Spark) when pyspark is installed; impactframe never validates pandas-on-Spark frames,
+so that attempt is turned away while pandera is first imported (`_pandera_without_pyspark`).
 """
 
+import contextlib
 import functools
+import os
 import re
+import sys
+from collections.abc import Iterator
 from typing import Annotated, Any, NoReturn
 
 import pandas as pd
-import pandera.pandas as pa
-from pandera.engines import pandas_engine
-from pandera.errors import SchemaErrors
-from pandera.typing import Series
 
 from ._constants import DEFAULT_METADATA_PREFIX, IMPACT_TYPES
 from ._dtypes import (
+    CUSTOMER_COLUMNS,
     DTYPES,
     METADATA_COLUMN,
     METADATA_DTYPES,
@@ -35,6 +45,53 @@ from ._params import reject
 from .errors import ValidationError
 
 __all__ = ["CustomerRecordsSchema", "RecordsSchema", "validate"]
+
+# What pandera's import does for pyspark (pandera/external_config.py): sets these two variables
+# and imports pyspark.pandas, only so that pandas-on-Spark frames can be validated.
+_PANDERA_SPARK_ENV = ("SPARK_LOCAL_IP", "PYARROW_IGNORE_TIMEZONE")
+_PYSPARK_MODULES = ("pyspark", "pyspark.pandas")
+
+
+# Decided once, before the import below: a pandera imported by the user first is left as it is.
+_SPARE_PYSPARK = "pandera" not in sys.modules
+
+
+@contextlib.contextmanager
+def _pandera_without_pyspark() -> Iterator[None]:
+    """While pandera is imported and warmed up: ``import pyspark.pandas`` fails, the environment
+    is kept.
+
+    A ``None`` in ``sys.modules`` makes an import raise ``ImportError``, which pandera catches
+    (it then leaves out pandas-on-Spark, which impactframe never validates); the entries are
+    removed afterwards, so the user's own ``import pyspark`` works as usual. Both pandera's
+    import and its backends' first use (`_warm_up`) try it. ``SPARK_LOCAL_IP=127.0.0.1`` left
+    behind would bind a later Spark driver of this process to loopback.
+    """
+    if not _SPARE_PYSPARK:
+        yield
+        return
+    blocked = [name for name in _PYSPARK_MODULES if name not in sys.modules]
+    environment = {name: os.environ.get(name) for name in _PANDERA_SPARK_ENV}
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+with _pandera_without_pyspark():
+    import pandera.pandas as pa
+    from pandera.engines import pandas_engine
+    from pandera.errors import SchemaErrors
+    from pandera.typing import Series
 
 _FAILURE_COLUMNS = ["schema_context", "column", "check", "check_number", "failure_case", "index"]
 
@@ -157,6 +214,32 @@ class RecordsSchema(pa.DataFrameModel):
         """Exactly one impact column per row is set; it matches impact_type and equals amount."""
         return _impact_consistency(df)  # type: ignore[return-value]
 
+    @classmethod
+    def build_schema_(cls, **kwargs: Any) -> pa.DataFrameSchema:
+        """The ``DataFrameSchema`` of this class (pandera calls this once, for ``to_schema``).
+
+        pandera's own build resolves the ``Series[...]`` annotations against every frame library
+        it supports, importing dask, modin and pyspark.pandas when installed (about a second,
+        and warnings). impactframe's two classes build the same schema from the dtype map
+        instead (a test pins the equality); a subclass of yours gets pandera's build.
+        """
+        endpoint = {model: name for name, model in _MODELS.items()}.get(cls)
+        if endpoint is None:
+            return super().build_schema_(**kwargs)
+        fixed = _fixed_columns(endpoint, "numpy_nullable")
+        metadata = pa.Column(
+            _ExactDtype(METADATA_DTYPES["columns"]),
+            nullable=True,
+            regex=True,
+            required=False,
+            name=_METADATA_REGEX,
+        )
+        # in the order of the class bodies: the subclass's customer columns come last
+        columns = {n: c for n, c in fixed.items() if n not in CUSTOMER_COLUMNS}
+        columns[_METADATA_REGEX] = metadata
+        columns.update((n, c) for n, c in fixed.items() if n in CUSTOMER_COLUMNS)
+        return pa.DataFrameSchema(columns, checks=cls.__root_checks__, **kwargs)
+
 
 class CustomerRecordsSchema(RecordsSchema):
     """The frame of ``/v1/customer_records``: :class:`RecordsSchema` plus the customer.
@@ -180,20 +263,42 @@ _MODELS: dict[str, type[RecordsSchema]] = {
     "customer_records": CustomerRecordsSchema,
 }
 _METADATA_REGEX = r"^metadata_.+"
+_NULLABLE = frozenset({*IMPACT_TYPES, "category", "customer_name"})
+_NON_NEGATIVE = frozenset({"amount", *IMPACT_TYPES})
+_ONE_IMPACT_PER_ROW = pa.Check(
+    _impact_consistency,
+    name="one_impact_per_row",
+    description=RecordsSchema.one_impact_per_row.__doc__,
+)
+
+
+def _fixed_columns(endpoint: str, dtype_backend: str) -> dict[str, pa.Column]:
+    """The fixed columns as the classes above declare them, with this backend's dtypes.
+
+    In the classes' order: the customer columns after ``category``, as the subclass adds them.
+    """
+    dtypes = fixed_dtypes(endpoint, dtype_backend)
+    order = [n for n in dtypes if n not in CUSTOMER_COLUMNS]
+    order += [n for n in dtypes if n in CUSTOMER_COLUMNS]
+    return {
+        name: pa.Column(
+            _ImpactCategory() if name == "impact_type" else _ExactDtype(dtypes[name]),
+            checks=[pa.Check.ge(0)] if name in _NON_NEGATIVE else None,
+            nullable=name in _NULLABLE,
+            name=name,
+        )
+        for name in order
+    }
 
 
 @functools.lru_cache(maxsize=64)
 def _schema(endpoint: str, dtype_backend: str, metadata: str, prefix: str) -> pa.DataFrameSchema:
-    """The model's schema with this backend's dtypes and this metadata layout (cached)."""
-    schema = _MODELS[endpoint].to_schema()
-    schema = schema.update_columns(
-        {
-            name: {"dtype": _ExactDtype(dtype)}
-            for name, dtype in fixed_dtypes(endpoint, dtype_backend).items()
-            if name != "impact_type"
-        }
-    )
-    schema = schema.remove_columns([_METADATA_REGEX])
+    """The model's schema with this backend's dtypes and this metadata layout (cached).
+
+    Built from the dtype map, as ``build_schema_`` is, so that no call ever goes through
+    pandera's annotation resolution (see the module docstring).
+    """
+    columns = _fixed_columns(endpoint, dtype_backend)
     dtype = (
         _ExactDtype(backend_dtype(METADATA_DTYPES[metadata], dtype_backend))
         if (metadata != "drop")
@@ -203,11 +308,17 @@ def _schema(endpoint: str, dtype_backend: str, metadata: str, prefix: str) -> pa
         # a custom prefix may start a fixed column's name ("m" and "money_donated"): leave those
         fixed = "|".join(map(re.escape, fixed_columns(endpoint)))
         regex = f"^(?!(?:{fixed})$){re.escape(prefix)}.+"
-        column = pa.Column(dtype, nullable=True, regex=True, required=False, name=regex)
-        schema = schema.add_columns({regex: column})
+        columns[regex] = pa.Column(dtype, nullable=True, regex=True, required=False, name=regex)
     elif metadata in ("dict", "json"):
-        schema = schema.add_columns({METADATA_COLUMN: pa.Column(dtype, nullable=True)})
-    return schema
+        columns[METADATA_COLUMN] = pa.Column(dtype, nullable=True, name=METADATA_COLUMN)
+    return pa.DataFrameSchema(
+        columns,
+        checks=[_ONE_IMPACT_PER_ROW],
+        name=_MODELS[endpoint].__name__,
+        strict=False,  # drift columns, new impact types and the metadata modes add columns
+        coerce=False,  # a dtype bug must fail, not be repaired
+        unique_column_names=True,
+    )
 
 
 def _layout_failures(
@@ -335,3 +446,20 @@ def _raise(
     summary, columns = _describe(cases, impact_columns)
     msg = f"the frame does not match {name}: {summary}"
     raise ValidationError(msg, field=columns or None, failure_cases=cases) from exc
+
+
+def _warm_up() -> None:
+    """Validate an empty frame once, at import.
+
+    pandera imports its pandas validation backends (and hypothesis, for its data synthesis,
+    when installed) on the first validation: about 0.2 s that would land on the user's first
+    load. Paid here instead, so the first call costs what the next ones do (SPEC §14).
+    """
+    empty = pd.DataFrame(
+        {name: pd.Series(dtype=dtype) for name, dtype in fixed_dtypes("records").items()}
+    )
+    with _pandera_without_pyspark():
+        validate(empty, "records", metadata="drop")
+
+
+_warm_up()

@@ -20,7 +20,7 @@ from pandas.testing import assert_frame_equal
 
 from impactframe._constants import IMPACT_TYPES
 from impactframe._dtypes import DTYPES, METADATA_DTYPES, backend_dtype, fixed_columns, fixed_dtypes
-from impactframe._frame._reference import FrameBuilder, empty_frame, records_to_frame
+from impactframe._frame._builder import FrameBuilder, empty_frame, records_to_frame
 from impactframe.errors import DuplicateRecordWarning, SchemaDriftWarning, ValidationError
 from impactframe.schemas import RecordsSchema, validate
 
@@ -746,10 +746,43 @@ def test_identical_duplicates_are_dropped_silently(caplog: pytest.LogCaptureFixt
 
 
 def test_the_same_instant_written_differently_is_the_same_record() -> None:
-    df = records_to_frame(
-        [record(time_utc="2024-09-16T20:30:13.000Z"), record(time_utc="2024-09-16T20:30:13Z")]
-    )
+    with pytest.warns(DuplicateRecordWarning, match="1 record"):  # inside a page: told
+        df = records_to_frame(
+            [record(time_utc="2024-09-16T20:30:13.000Z"), record(time_utc="2024-09-16T20:30:13Z")]
+        )
     assert len(df) == 1
+
+
+def test_a_repeat_not_right_after_a_cursor_is_dropped_with_one_warning_naming_it() -> None:
+    stamps = times(6)
+    pages = [[record(time_utc=t) for t in stamps[:3]], [record(time_utc=t) for t in stamps[3:]]]
+    pages[1].insert(2, copy.deepcopy(pages[0][0]))  # pages apart
+    pages[1].append(copy.deepcopy(pages[1][0]))  # inside a page
+    pages.append([copy.deepcopy(pages[1][-1]), copy.deepcopy(pages[0][1])])  # a boundary run
+    builder = FrameBuilder("records")
+    for page in pages:
+        builder.add(page)
+    with pytest.warns(DuplicateRecordWarning) as caught:
+        df = builder.finish()
+    assert len(df) == 6
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "3 record(s) identical to an earlier one" in message
+    assert f"time_utc={stamps[0]!r}" in message
+    assert builder.repeats.quiet == 1  # the first record of the last page only
+
+
+def test_a_repeat_across_pages_of_one_arrow_batch_is_quiet_only_after_a_cursor() -> None:
+    stamps = times(4)
+    first = {"user_records": [record(time_utc=t) for t in stamps[:2]], "cursor": "c1"}
+    second = {"user_records": [record(time_utc=t) for t in stamps[1:]]}
+    builder = FrameBuilder("records")
+    for body in (first, second):
+        builder.add_raw(json.dumps(body).encode())
+    df = builder.finish()  # no warning: the repeat is the API's, at the page boundary
+    assert len(df) == 4
+    assert builder.repeats.quiet == 1
+    assert builder._slow_pages == 0
 
 
 def test_conflicting_duplicates_are_kept_with_one_warning() -> None:
@@ -757,14 +790,15 @@ def test_conflicting_duplicates_are_kept_with_one_warning() -> None:
     b = record(tree_planted=2)
     c = record(time_utc="2024-09-16T20:30:14Z", metadata={"k": "1"})
     d = record(time_utc="2024-09-16T20:30:14Z", metadata={"k": "2"})
-    e = record(time_utc="2024-09-16T20:30:14Z", metadata={"k": 1})  # the same row as c's
+    e = record(time_utc="2024-09-16T20:30:14Z", metadata={"k": 1})  # 1 was not sent as "1"
     with pytest.warns(DuplicateRecordWarning) as caught:
         df = records_to_frame([a, b, copy.deepcopy(b), c, d, e, copy.deepcopy(a)])
-    assert len(caught) == 1
+    assert len(caught) == 2
     assert "2 (user_id, time_utc) key(s)" in str(caught[0].message)
-    assert "all 4 of those records" in str(caught[0].message)
-    assert df["amount"].tolist() == [1, 2, 3, 3]
-    assert df["metadata_k"].tolist() == [pd.NA, pd.NA, "1", "2"]
+    assert "all 5 of those records" in str(caught[0].message)
+    assert "2 record(s) identical to an earlier one" in str(caught[1].message)
+    assert df["amount"].tolist() == [1, 2, 3, 3, 3]
+    assert df["metadata_k"].tolist() == [pd.NA, pd.NA, "1", "2", "1"]
 
 
 @pytest.mark.parametrize("metadata", ["dict", "json"])
@@ -773,7 +807,8 @@ def test_duplicates_compare_metadata_as_the_frame_holds_it(metadata: str) -> Non
     with pytest.warns(DuplicateRecordWarning):
         df = records_to_frame([a, record(metadata={"x": True, "y": [1]})], metadata=metadata)
     assert len(df) == 2
-    assert len(records_to_frame([a, copy.deepcopy(a)], metadata=metadata)) == 1
+    with pytest.warns(DuplicateRecordWarning, match="1 record"):
+        assert len(records_to_frame([a, copy.deepcopy(a)], metadata=metadata)) == 1
 
 
 def test_drift_values_are_compared_strictly() -> None:
@@ -782,7 +817,9 @@ def test_drift_values_are_compared_strictly() -> None:
         with pytest.warns(DuplicateRecordWarning):
             df = records_to_frame([record(extra=1), record(extra=1.0)])
         assert len(df) == 2
-        assert len(records_to_frame([record(extra={"a": [1]}), record(extra={"a": [1]})])) == 1
+        with pytest.warns(DuplicateRecordWarning, match="1 record"):
+            twins = [record(extra={"a": [1]}), record(extra={"a": [1]})]
+            assert len(records_to_frame(twins)) == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -965,7 +1002,10 @@ def test_property_dedup_keeps_the_unique_records_in_first_seen_order(
     added = sum(builder.add(page) for page in _split(stream, cuts))
     assert added == len(builder) == len(first_seen)
     expected = records_to_frame([uniques[i] for i in first_seen], metadata=metadata)
-    assert_frame_equal(builder.finish(), expected)
+    frame = builder.finish(warn=False)
+    assert_frame_equal(frame, expected)
+    dropped = builder.repeats.quiet + builder.findings.dropped
+    assert dropped == len(stream) - len(first_seen)
 
 
 def test_schema_class_accepts_builder_frames_directly() -> None:

@@ -16,7 +16,6 @@ runs that were killed).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 import uuid
@@ -26,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from .._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS
-from .._frame._reference import FrameBuilder
+from .._frame._builder import FrameBuilder
+from .._frame._drift import Findings
 from .._paging._concurrent import iter_record_pages
 from .._params import check_choice
 from .._prepare import DateLike, Plan, connect, prepare
 from .._progress import _progress_bar
+from .._warn import warn_all
 from ..client._client import Client
-from ._batches import _batches, _finish_batch
+from ._batches import _batches
 from ._place import _hold_run_lock, _place, _release_run_lock, _remove_stale, _remove_tree
 from ._write import _DatasetWriter
 
@@ -325,7 +326,7 @@ def _write_dataset(
         temporary.mkdir()
         writer = _DatasetWriter(temporary, partition_keys, run_id)
         written = 0
-        warned: set[tuple[type[Warning], str]] = set()
+        found = Findings(ENDPOINTS[endpoint][1])
         with _progress_bar(plan.progress, f"impactframe export {endpoint}") as bar:
             pages = iter_record_pages(
                 client,
@@ -340,14 +341,15 @@ def _write_dataset(
             )
             frames = _batches(
                 pages,
-                lambda: FrameBuilder(endpoint, **builder_options),
-                functools.partial(_finish_batch, warned=warned),
+                lambda repeats: FrameBuilder(endpoint, **builder_options, repeats=repeats),
+                found,
                 batch_size,
             )
             for number, frame in enumerate(frames):
                 writer.write_batch(frame, number)
                 written += len(frame)
                 del frame  # the next batch is built without this one in memory
+        warn_all(found.messages())  # once per export, at the user's line
         empty = FrameBuilder(endpoint, **builder_options).finish()
         metadata_columns = plan.metadata_prefix if plan.metadata == "columns" else None
         schema = writer.finish(empty, metadata_columns)

@@ -380,14 +380,26 @@ def test_a_bad_record_is_reported_like_the_reference_with_its_page_and_position(
 @pytest.mark.parametrize(
     ("body", "name"),
     [
-        (b'{"user_records": [{"user_id": "U1", "user_id": "U2", "tree_planted": 1, '
-         b'"time_utc": "2024-01-01T00:00:00.000Z"}]}', "user_id"),
-        (b'{"user_records": [{"user_id": "U1", "tree_planted": 1, "tree_planted": 2, '
-         b'"time_utc": "2024-01-01T00:00:00.000Z"}]}', "tree_planted"),
-        (b'{"user_records": [{"user_id": "U1", "tree_planted": 1, '
-         b'"time_utc": "2024-01-01T00:00:00.000Z", "metadata": {"k": "a", "k": "b"}}]}', "k"),
-        (b'{"user_records": [{"user_id": "A", "tree_planted": 1, '
-         b'"time_utc": "2024-01-01T00:00:00.000Z"}], "user_records": []}', "user_records"),
+        (
+            b'{"user_records": [{"user_id": "U1", "user_id": "U2", "tree_planted": 1, '
+            b'"time_utc": "2024-01-01T00:00:00.000Z"}]}',
+            "user_id",
+        ),
+        (
+            b'{"user_records": [{"user_id": "U1", "tree_planted": 1, "tree_planted": 2, '
+            b'"time_utc": "2024-01-01T00:00:00.000Z"}]}',
+            "tree_planted",
+        ),
+        (
+            b'{"user_records": [{"user_id": "U1", "tree_planted": 1, '
+            b'"time_utc": "2024-01-01T00:00:00.000Z", "metadata": {"k": "a", "k": "b"}}]}',
+            "k",
+        ),
+        (
+            b'{"user_records": [{"user_id": "A", "tree_planted": 1, '
+            b'"time_utc": "2024-01-01T00:00:00.000Z"}], "user_records": []}',
+            "user_records",
+        ),
     ],
 )
 @pytest.mark.parametrize("raw_pages", [True, False])
@@ -396,7 +408,9 @@ def test_a_name_given_twice_is_ambiguous_never_last_one_wins(
 ) -> None:
     good = envelope(
         [{"user_id": "U0", "time_utc": "2023-01-01T00:00:00.000Z", "tree_planted": 1}],
-        "records", "c", "compact",
+        "records",
+        "c",
+        "compact",
     )
     *actual, _ = fast([good, body], "records", raw_pages=raw_pages, batch_bytes=1 << 20)
     if raw_pages and name == "user_records":  # the envelope: refused by parse_raw_page

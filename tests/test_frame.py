@@ -817,8 +817,8 @@ def test_drift_values_are_compared_strictly() -> None:
         with pytest.warns(DuplicateRecordWarning):
             df = records_to_frame([record(extra=1), record(extra=1.0)])
         assert len(df) == 2
+        twins = [record(extra={"a": [1]}), record(extra={"a": [1]})]
         with pytest.warns(DuplicateRecordWarning, match="1 record"):
-            twins = [record(extra={"a": [1]}), record(extra={"a": [1]})]
             assert len(records_to_frame(twins)) == 1
 
 
@@ -1012,3 +1012,69 @@ def test_schema_class_accepts_builder_frames_directly() -> None:
     extra = record(category="x", time_utc="2025-01-01T00:00:00Z")
     df = records_to_frame([*DOC_USER_RECORDS, extra])
     assert_frame_equal(RecordsSchema.validate(df), df)
+
+
+# ---------------------------------------------------------------------------------------------
+# What was sent is kept (issue 12, point 14)
+
+
+def _from_body(body: bytes, **options: Any) -> pd.DataFrame:
+    builder = FrameBuilder("records", **options)
+    builder.add_raw(body)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SchemaDriftWarning)
+        return builder.finish()
+
+
+_ROW = b'"user_id": "U1", "time_utc": "2024-01-01T00:00:00.000Z", "tree_planted": 1'
+
+
+def test_a_drift_integer_stays_exact_and_a_mix_a_float_cannot_hold_is_text() -> None:
+    alone = _from_body(b'{"user_records": [{%s, "big": 9007199254740993}]}' % _ROW)
+    assert alone["big"].dtype == "Int64"
+    assert alone["big"].tolist() == [9007199254740993]
+    mixed = _from_body(
+        b'{"user_records": [{%s, "big": 9007199254740993}, {"user_id": "U2", '
+        b'"time_utc": "2024-01-01T00:00:00.001Z", "tree_planted": 1, "big": 1.5}]}' % _ROW
+    )
+    assert mixed["big"].tolist() == ["9007199254740993", "1.5"]  # never 9007199254740992.0
+    small = _from_body(
+        b'{"user_records": [{%s, "n": 2}, {"user_id": "U2", '
+        b'"time_utc": "2024-01-01T00:00:00.001Z", "tree_planted": 1, "n": 2.5}]}' % _ROW
+    )
+    assert small["n"].dtype == "Float64"
+    assert small["n"].tolist() == [2.0, 2.5]
+
+
+def test_metadata_numbers_keep_the_text_they_were_sent_as() -> None:
+    df = _from_body(b'{"user_records": [{%s, "metadata": {"a": 1E2, "b": 1e400, "c": 1}}]}' % _ROW)
+    assert df[["metadata_a", "metadata_b", "metadata_c"]].iloc[0].tolist() == ["1E2", "1e400", "1"]
+
+
+@pytest.mark.parametrize("dtype_backend", ["numpy_nullable", "pyarrow"])
+def test_nan_and_infinity_are_text_the_same_in_both_backends(dtype_backend: str) -> None:
+    body = b'{"user_records": [{%s, "x": NaN, "metadata": {"n": NaN, "i": -Infinity}}]}' % _ROW
+    df = _from_body(body, dtype_backend=dtype_backend)
+    assert df["x"].tolist() == ["NaN"]
+    assert df["metadata_n"].tolist() == ["NaN"]
+    assert df["metadata_i"].tolist() == ["-Infinity"]
+
+
+def test_json_metadata_is_strict_json_with_numbers_as_sent() -> None:
+    body = b'{"user_records": [{%s, "metadata": {"n": NaN, "a": [1E2, Infinity], "s": "x"}}]}'
+    text = _from_body(body % _ROW, metadata="json")["metadata"].iloc[0]
+    assert text == '{"n":"NaN","a":[1E2,"Infinity"],"s":"x"}'
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    assert json.loads(text, parse_constant=refuse)["a"] == [100.0, "Infinity"]
+    decoded = records_to_frame([record(metadata={"f": float("nan")})], metadata="json")
+    assert decoded["metadata"].tolist() == ['{"f":"NaN"}']
+
+
+def test_a_null_metadata_value_is_not_a_missing_key() -> None:
+    with pytest.warns(DuplicateRecordWarning, match="differ"):
+        df = records_to_frame([record(metadata={"k": None}), record(metadata={})])
+    assert len(df) == 2  # not identical records
+    assert df["metadata_k"].isna().all()

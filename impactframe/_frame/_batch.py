@@ -44,7 +44,10 @@ def _sparse_concat(parts: list[Chunk], attr: str, string_type: pa.DataType) -> C
     keys = dict.fromkeys(key for store in stores for key in store or {})
     return {
         key: _strings(
-            [(s or {}).get(key) or nulls(len(p), string_type) for s, p in zip(stores, parts)],
+            [
+                (s or {}).get(key) or nulls(len(p), string_type)
+                for s, p in zip(stores, parts, strict=True)
+            ],
             string_type,
         )
         for key in keys

@@ -17,7 +17,6 @@ Repeats are dropped as chunks come, by the one rule of `_repeats`.
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,23 +26,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS, IMPACT_TYPES
-from .._dtypes import (
-    CUSTOMER_COLUMNS,
-    DTYPES,
-    METADATA_COLUMN,
-    STRING,
-    check_options,
-    fixed_columns,
-)
+from .._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS
+from .._dtypes import check_options
 from .._paging._pages import Page, RawPage, loads, parse_page
 from .._warn import warn_all
-from ..errors import ValidationError
 from ..schemas import validate
 from ._arrow_reader import PageReader, readable
-from ._batch import NO_ROWS, Chunk, nulls
-from ._drift import BadRow, Findings, check_names, classify, drift_array, first_row
-from ._python_reader import PageChecker, _format_ms, _short
+from ._assemble import Assembly
+from ._batch import Chunk
+from ._drift import Findings
+from ._python_reader import PageChecker
 from ._repeats import Repeats, logger
 
 __all__ = ["FastFrameBuilder", "FrameBuilder", "empty_frame", "records_to_frame"]
@@ -135,7 +127,7 @@ class FrameBuilder:
         self._pending_checked: list[bool] = []  # per body: known to be UTF-8
         self._pending_bytes = 0
         self._pending_since = 0.0  # time.monotonic() when the first waiting body came
-        self._parsing: deque[tuple[list[bytes], list[bool], Future[Any] | None]] = deque()
+        self._parsing: deque[tuple[list[bytes], list[bool], Future[Any]]] = deque()
         self._chunks: list[Chunk] = []
         self._n_added = 0
         self._slow_pages = 0  # pages the Python reader read (tests and benchmarks watch this)
@@ -325,17 +317,10 @@ class FrameBuilder:
         ['user_id', 'customer_id', 'customer_email']
         """
         self.flush()
-        try:
-            new_types, rows, codes, amounts = classify(self._chunks)
-            unknown, meta_names = self._names(new_types)
-        except BadRow as bad:
-            raise self._row_error(bad) from None
-        frame = self._assemble(new_types, rows, codes, amounts, unknown, meta_names)
-        found = Findings(self._records_key)
-        found.new_types = {
-            name: codes.count(len(IMPACT_TYPES) + k) for k, name in enumerate(new_types)
-        }
-        found.drift = [(name, str(frame[name].dtype)) for name in unknown if name not in new_types]
+        assembly = Assembly(
+            self._chunks, self.endpoint, self.metadata, self.metadata_prefix, self.dtype_backend
+        )
+        frame, found = assembly.frame()
         rule = self.repeats
         found.conflicts, found.dropped, found.examples = rule.conflicts, rule.dropped, rule.examples
         if rule.quiet:
@@ -350,130 +335,6 @@ class FrameBuilder:
             metadata=self.metadata,
             metadata_prefix=self.metadata_prefix,
         )
-
-    def _names(self, new_types: list[str]) -> tuple[dict[str, str], dict[str, int]]:
-        """The unknown columns (new types, drift: name -> where its values are) and the
-        metadata columns (name -> first row), once `check_names` has found them free."""
-        chunks = self._chunks
-        extra, customer = first_row(chunks, "extra"), first_row(chunks, "customer_extra")
-        unknown = [(name, extra[name]) for name in new_types]
-        unknown += [(name, row) for name, row in extra.items() if name not in new_types]
-        unknown += list(customer.items())
-        meta: dict[str, int] = {}
-        if self.metadata == "columns":
-            offset = 0
-            for chunk in chunks:
-                for key, column in (chunk.meta or {}).items():
-                    present = column.is_valid().to_numpy(False)
-                    if key in chunk.meta_kind:  # a null value: the key is there
-                        present = present | (chunk.meta_kind[key] == 2)
-                    if present.any() and self.metadata_prefix + key not in meta:
-                        meta[self.metadata_prefix + key] = offset + int(np.argmax(present))
-                offset += len(chunk)
-            meta = dict(sorted(meta.items()))
-        taken = set(fixed_columns(self.endpoint))
-        if self.metadata in ("dict", "json"):
-            taken.add(METADATA_COLUMN)
-        prefix = self.metadata_prefix if self.metadata == "columns" else None
-        check_names(unknown, meta, taken, prefix)
-        where = {name: "extra" for name in extra} | {name: "customer_extra" for name in customer}
-        return {name: where[name] for name, _ in unknown}, meta
-
-    def _column(self, values: pa.Array | pa.ChunkedArray, dtype: Any) -> Any:
-        if self.dtype_backend == "pyarrow":
-            return pd.arrays.ArrowExtensionArray(values)
-        return dtype.__from_arrow__(values)
-
-    def _strings(self, parts: list[pa.ChunkedArray]) -> Any:
-        text = self._reader.string_type
-        return self._column(pa.chunked_array([c for p in parts for c in p.chunks], text), STRING)
-
-    def _sparse(self, attr: str, key: str) -> list[pa.ChunkedArray]:
-        text = self._reader.string_type
-        return [(getattr(c, attr) or {}).get(key) or nulls(len(c), text) for c in self._chunks]
-
-    def _assemble(
-        self,
-        new_types: list[str],
-        rows: list[int],
-        codes_: list[int],
-        amounts_: list[int],
-        unknown: dict[str, str],
-        meta_names: dict[str, int],
-    ) -> pd.DataFrame:
-        chunks, column, strings = self._chunks, self._column, self._strings
-        columns: dict[str, Any] = {"user_id": strings([c.user_id for c in chunks])}
-        if self._reader.customers:
-            for k, name in enumerate(CUSTOMER_COLUMNS):
-                columns[name] = strings([c.customer[k] for c in chunks])  # type: ignore[index]
-        ms = np.concatenate([NO_ROWS, *(c.time for c in chunks)])
-        columns["time_utc"] = column(pa.array(ms, pa.timestamp("ms", tz="UTC")), DTYPES["time_utc"])
-        codes = np.concatenate([np.empty(0, np.int8), *(c.impact for c in chunks)])
-        amounts = np.concatenate([NO_ROWS, *(c.amount for c in chunks)])
-        if rows:
-            codes = codes.astype(np.int16)
-            codes[rows], amounts[rows] = codes_, amounts_
-        categories = pd.CategoricalDtype([*IMPACT_TYPES, *new_types], ordered=False)
-        columns["impact_type"] = pd.Categorical.from_codes(codes, dtype=categories)
-        columns.update(self._amount_columns(codes, amounts, list(categories.categories)))
-        columns["category"] = strings([c.category for c in chunks])
-        for name in meta_names:
-            columns[name] = strings(self._sparse("meta", name[len(self.metadata_prefix) :]))
-        if self.metadata in ("dict", "json"):
-            texts = pa.chunked_array(
-                [c for chunk in chunks for c in chunk.meta_json.chunks],  # type: ignore[union-attr]
-                self._reader.string_type,
-            )
-            if self.metadata == "json":
-                columns[METADATA_COLUMN] = column(texts, STRING)
-            else:
-                objects = np.empty(len(ms), dtype=object)
-                objects[:] = [None if t is None else json.loads(t) for t in texts.to_pylist()]
-                columns[METADATA_COLUMN] = objects
-        for name, attr in unknown.items():
-            if name in new_types:
-                continue
-            texts = [t for part in self._sparse(attr, name) for t in part.to_pylist()]
-            values, dtype = drift_array(texts)
-            columns[name] = column(values, dtype)
-        return pd.DataFrame(columns, copy=False)
-
-    def _amount_columns(
-        self, codes: np.ndarray, amounts: np.ndarray, names: list[str]
-    ) -> dict[str, Any]:
-        """``amount`` and one column per impact type (null where the row is of another type)."""
-        n = len(amounts)
-        if self.dtype_backend == "numpy_nullable":
-            columns = {"amount": pd.arrays.IntegerArray(amounts, np.zeros(n, dtype=bool))}
-            for code, name in enumerate(names):
-                # the values under the mask are never read: a copy is cheaper than zeroing
-                columns[name] = pd.arrays.IntegerArray(amounts.copy(), codes != code)
-            return columns
-        # Arrow arrays are immutable: every impact column shares the amounts buffer, each with
-        # its own validity bitmap (8 bytes a row less per column).
-        values = pa.array(amounts, pa.int64())
-        data = values.buffers()[1]
-        columns = {"amount": pd.arrays.ArrowExtensionArray(values)}
-        for code, name in enumerate(names):
-            bitmap = pa.py_buffer(np.packbits(codes == code, bitorder="little"))
-            columns[name] = pd.arrays.ArrowExtensionArray(
-                pa.Array.from_buffers(pa.int64(), n, [bitmap, data])
-            )
-        return columns
-
-    def _row_error(self, bad: BadRow) -> ValidationError:
-        """The error about row ``bad.row`` (over all chunks): where the record is, then why."""
-        row = bad.row
-        for chunk in self._chunks:
-            if row < len(chunk):
-                break
-            row -= len(chunk)
-        time_utc = _format_ms(int(chunk.time[row]))
-        user_id = chunk.user_id[row].as_py()
-        where = f"record {chunk.position[row]} overall (user_id={_short(user_id)}, time_utc={time_utc!r})"
-        extra = {k: json.loads(t) for k, c in chunk.extra.items() if (t := c[row].as_py())}
-        summary = {"user_id": user_id, "time_utc": time_utc, **extra}
-        return ValidationError(f"{where}: {bad.text}", field=bad.field, record=summary)
 
 
 FastFrameBuilder = FrameBuilder  # the old name, until every branch uses FrameBuilder

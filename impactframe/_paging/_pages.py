@@ -56,6 +56,7 @@ class JsonFloat(float):
     """
 
     __slots__ = ("text",)
+    text: str
 
     def __new__(cls, text: str) -> JsonFloat:
         number = float.__new__(cls, text)

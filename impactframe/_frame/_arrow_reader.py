@@ -126,13 +126,6 @@ def _children(column: pa.ChunkedArray) -> dict[str, pa.ChunkedArray]:
     return dict(zip(column.type.names, column.flatten(), strict=True))
 
 
-def _names(column: pa.ChunkedArray) -> int:
-    """How many object names the values of ``column`` were written with (nested ones too)."""
-    if not pa.types.is_struct(column.type):
-        return 0
-    return sum(len(c) - c.null_count + _names(c) for c in _children(column).values())
-
-
 class PageReader:
     """Parses batches of bodies of one endpoint with Arrow into checked chunks."""
 
@@ -172,46 +165,43 @@ class PageReader:
             self.meta_keys.update(dict.fromkeys(new))
             self.parse_options = self._options()
 
+    def accepts(self, body: bytes, checked: bool) -> bool:
+        """`readable`, and in the ``"dict"``/``"json"`` modes without metadata (whose text as
+        sent only the Python reader keeps): no batch is parsed to be declined."""
+        if self.metadata in ("dict", "json") and b'"metadata"' in body:
+            return False
+        return readable(body, checked)
+
     def parse(
         self, bodies: list[bytes], checked: list[bool], options: pj.ParseOptions
-    ) -> tuple[bool, tuple[pa.Table, int] | None]:
-        """Whether every body is `readable`, and `parse_now` of them. Runs on a worker thread
+    ) -> tuple[bool, pa.Table | None]:
+        """Whether Arrow `accepts` every body, and `parse_now` of them. Runs on a worker thread
         (Arrow releases the GIL and parses on every core)."""
-        if not all(map(readable, bodies, checked)):
+        if not all(map(self.accepts, bodies, checked)):
             return False, None
         return True, self.parse_now(bodies, options)
 
-    def parse_now(
-        self, bodies: list[bytes], options: pj.ParseOptions
-    ) -> tuple[pa.Table, int] | None:
-        """Arrow's table of the bodies (one row each) and how many object names they hold
-        (``":`` counted: more than Arrow's values when a name is given twice), or None."""
+    def parse_now(self, bodies: list[bytes], options: pj.ParseOptions) -> pa.Table | None:
+        """Arrow's table of the bodies (one row each), or None. Arrow refuses a name given
+        twice in an object ("specified twice"): such a page is declined, never half read."""
         block = max(_BLOCK_SIZE, max(map(len, bodies)) + 1)
-        text = b"\n".join(bodies)
         try:
-            table = pj.read_json(
-                pa.BufferReader(text),
+            return pj.read_json(
+                pa.BufferReader(b"\n".join(bodies)),
                 read_options=pj.ReadOptions(use_threads=True, block_size=block),
                 parse_options=options,
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
-        return table, text.count(b'":')
 
-    def chunk(self, parsed: tuple[pa.Table, int] | None, n_bodies: int) -> Chunk | None:
+    def chunk(self, table: pa.Table | None, n_bodies: int) -> Chunk | None:
         """The checked chunk of every record of a parsed batch, or None where a check fails."""
-        if parsed is None or parsed[0].num_rows != n_bodies:
+        if table is None or table.num_rows != n_bodies:
             return None
-        table, names = parsed
         pages = table.column(self.records_key)
         if pages.null_count:
             return None
-        # Every name counted once: a name given twice (Arrow keeps one value) or a '":' inside
-        # a string leaves more names than values; the Python reader then decides.
-        values = sum(len(c) - c.null_count + _names(c) for c in table.columns)
         records = pa.chunked_array([lists.flatten() for lists in pages.chunks])
-        if values + _names(records) != names:
-            return None
         n = len(records)
         if records.null_count or not self.known.issuperset(records.type.names):
             return None

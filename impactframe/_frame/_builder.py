@@ -31,7 +31,7 @@ from .._dtypes import check_options
 from .._paging._pages import Page, RawPage, loads, parse_page
 from .._warn import warn_all
 from ..schemas import validate
-from ._arrow_reader import PageReader, readable
+from ._arrow_reader import PageReader
 from ._assemble import Assembly
 from ._batch import Chunk
 from ._drift import Findings
@@ -228,7 +228,7 @@ class FrameBuilder:
             return
         run: list[bytes] = []
         for body, ok in zip(bodies, checked, strict=True):
-            if readable(body, ok):
+            if self._reader.accepts(body, ok):
                 run.append(body)
                 continue
             self._take_simple(run)

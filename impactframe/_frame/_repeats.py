@@ -127,12 +127,12 @@ class Repeats:
 
     def handoff(self, taken: list[Chunk]) -> Repeats:
         """The rule for the next batch's builder: it knows this batch's last page."""
-        if not taken or not self.starts:
+        start = self.starts[-1] if self.starts else 0
+        parts = [c.filter(c.position >= start) for c in taken if len(c) and c.position[-1] >= start]
+        if not parts:
             return Repeats()
-        last = Chunk.concat(taken) if len(taken) > 1 else taken[0]
-        keep = last.position >= self.starts[-1]
-        tail = last.filter(keep)
-        tail.position = tail.position - int(last.position.max()) - 1  # before the next page 0
+        tail = Chunk.concat(parts) if len(parts) > 1 else parts[0]
+        tail.position = tail.position - int(tail.position.max()) - 1  # before the next page 0
         return Repeats(tail)
 
 

@@ -15,10 +15,11 @@ import pandas as pd
 from .._frame._builder import FrameBuilder
 from .._frame._drift import Findings
 from .._frame._repeats import Repeats
+from .._paging._pages import RawPage
 
 
 def _batches(
-    pages: Iterable[list[object]],
+    pages: Iterable[list[object] | RawPage],
     new_builder: Callable[[Repeats | None], FrameBuilder],
     found: Findings,
     batch_records: int,
@@ -35,7 +36,11 @@ def _batches(
     for page in pages:
         if builder is None:
             builder = new_builder(repeats)
-        builder.add(page)
+        if isinstance(page, RawPage):  # bodies (`iter_raw_pages`): Arrow, one page at a time
+            builder.add_raw(page)
+            builder.flush()
+        else:
+            builder.add(page)
         if len(builder) >= batch_records:
             frame = builder.finish(warn=False)
             found.update(builder.findings)

@@ -30,8 +30,10 @@ from hypothesis import strategies as st
 
 import impactframe as ifr
 from impactframe._constants import ENDPOINTS, IMPACT_TYPES
-from impactframe._frame._arrow_reader import has_null, milliseconds
+from impactframe._frame._arrow_reader import PageReader, has_null, milliseconds
+from impactframe._frame._batch import Chunk
 from impactframe._frame._builder import FrameBuilder
+from impactframe._frame._python_reader import PageChecker
 from impactframe._paging._concurrent import iter_raw_pages, iter_record_pages
 from impactframe._paging._pages import (
     Page,
@@ -274,6 +276,55 @@ def test_arrow_reader_equals_the_python_reader(
     assert_same(expected, actual)
     event(f"outcome: {expected[0][0]}, warnings: {bool(expected[1])}")
     event(f"pages through Arrow: {'some' if builder._slow_pages < len(bodies) else 'none'}")
+
+
+def columns_of(chunk: Chunk) -> dict[str, Any]:
+    """Every column of a chunk as Python values (what the frame is assembled from)."""
+
+    def sparse(store: dict[str, pa.ChunkedArray] | None) -> Any:
+        return None if store is None else {k: v.to_pylist() for k, v in sorted(store.items())}
+
+    return {
+        "user_id": chunk.user_id.to_pylist(),
+        "customer": None if chunk.customer is None else [c.to_pylist() for c in chunk.customer],
+        "time": chunk.time.tolist(),
+        "impact": chunk.impact.tolist(),
+        "amount": chunk.amount.tolist(),
+        "category": chunk.category.to_pylist(),
+        "meta": sparse(chunk.meta),
+        "meta_kind": {k: v.tolist() for k, v in chunk.meta_kind.items()},
+        "meta_json": None if chunk.meta_json is None else chunk.meta_json.to_pylist(),
+        "extra": sparse(chunk.extra),
+        "customer_extra": sparse(chunk.customer_extra),
+    }
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    endpoint=st.sampled_from(["records", "customer_records"]),
+    metadata_mode=st.sampled_from(["columns", "columns", "drop", "json", "dict"]),
+    dtype_backend=st.sampled_from(["numpy_nullable", "pyarrow"]),
+)
+def test_a_page_arrow_reads_is_the_chunk_the_python_reader_reads(
+    data: st.DataObject, endpoint: str, metadata_mode: str, dtype_backend: str
+) -> None:
+    records = data.draw(pages(endpoint == "customer_records"))[0]
+    body = envelope(records, endpoint, None, data.draw(st.sampled_from(["compact", "ascii"])))
+    text = pa.large_string() if dtype_backend == "numpy_nullable" else pa.string()
+    arrow = PageReader(endpoint, metadata_mode, text)
+    chunk = arrow.chunk(arrow.parse_now([body], arrow.parse_options), 1)
+    try:
+        expected = PageChecker(endpoint, metadata_mode, text).read(
+            parse_page(loads(body), ENDPOINTS[endpoint][1]).records, 0
+        )
+    except (ValidationError, ValueError):
+        assert chunk is None  # what the Python reader refuses, Arrow never reads
+        return
+    event(f"Arrow reads it: {chunk is not None}")
+    if chunk is not None:
+        assert columns_of(chunk) == columns_of(expected)
+        assert chunk.starts.tolist() == expected.starts.tolist() == [0]
 
 
 # -- the fast path is taken ----------------------------------------------------------------------

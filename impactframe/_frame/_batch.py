@@ -21,6 +21,8 @@ from typing import Any, Final
 import numpy as np
 import pyarrow as pa
 
+from ._values import canonical
+
 __all__ = ["NO_ROWS", "Chunk", "nulls"]
 
 NO_ROWS: Final = np.empty(0, dtype=np.int64)
@@ -170,14 +172,18 @@ class Chunk:
                 for k, column in sorted(self.meta.items())
                 if (v := column[i].as_py()) is not None or k in self.meta_kind
             )
-            meta = tuple(item for item in meta if item[1] is not None or item[2] == 2)
+            meta = tuple(
+                (k, canonical(v) if kind == 1 else v, kind)
+                for k, v, kind in meta
+                if v is not None or kind == 2
+            )
         elif self.meta_json is not None:
-            meta = self.meta_json[i].as_py()
+            meta = canonical(self.meta_json[i].as_py())
         customer = None if self.customer is None else tuple(c[i].as_py() for c in self.customer)
 
         def sparse(store: Columns) -> tuple[tuple[str, Any], ...]:
             return tuple(
-                (k, v)
+                (k, canonical(v))
                 for k, column in sorted(store.items())
                 if (v := column[i].as_py()) is not None
             )

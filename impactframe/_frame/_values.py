@@ -9,9 +9,9 @@ import json
 import math
 from typing import Any
 
-from .._paging._pages import JsonFloat
+from .._paging._pages import JsonFloat, loads
 
-__all__ = ["json_text"]
+__all__ = ["canonical", "json_text"]
 
 
 class _Bad(Exception):
@@ -69,6 +69,26 @@ def json_text(value: Any, *, strict: bool = False) -> str:
         return "[" + ",".join(json_text(v, strict=strict) for v in value) + "]"
     msg = f"{type(value).__name__} {_short(value)}"
     raise TypeError(msg)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    return [_sorted(v) for v in value] if isinstance(value, list) else value
+
+
+def canonical(text: str | None) -> str | None:
+    """JSON text with every object's names sorted: two records that differ only in the order
+    of names are the same record (numbers stay as sent, ``1`` is not ``"1"``).
+
+    Examples
+    --------
+    >>> canonical('{"b":[{"d":1E2,"c":2}],"a":"x"}')
+    '{"a":"x","b":[{"c":2,"d":1E2}]}'
+    """
+    if text is None or text[:1] not in ("{", "["):
+        return text
+    return json_text(_sorted(loads(text)))
 
 
 class _Sparse:

@@ -1,8 +1,8 @@
 """Streaming export of a whole history into a hive-partitioned Parquet dataset (SPEC §7).
 
 Pages are gathered into batches of about ``batch_records`` records; each batch goes through a
-reference `FrameBuilder` of its own (the builder whose frames the loaders' `FastFrameBuilder`
-reproduces: same checks, validation and dtypes), becomes an Arrow table and is written as new
+`FrameBuilder` of its own (the loaders' builder: same checks, validation and dtypes; the repeat
+rule continued from one batch to the next), becomes an Arrow table and is written as new
 files, one per partition (``year=2024/month=9/part-00003-<run>.parquet``). Memory is bounded by
 one batch, never by the history.
 

@@ -322,7 +322,8 @@ class FrameBuilder:
         )
         frame, found = assembly.frame()
         rule = self.repeats
-        found.conflicts, found.dropped, found.examples = rule.conflicts, rule.dropped, rule.examples
+        found.conflicts, found.dropped = dict(rule.conflicts), rule.dropped
+        found.examples = list(rule.examples)
         if rule.quiet:
             logger.debug("dropped %d records repeated right after a cursor", rule.quiet)
         self.findings = found

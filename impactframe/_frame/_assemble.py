@@ -74,25 +74,40 @@ class Assembly:
         unknown = [(name, extra[name]) for name in new_types]
         unknown += [(name, row) for name, row in extra.items() if name not in new_types]
         unknown += list(customer.items())
-        meta: dict[str, int] = {}
-        if self.metadata == "columns":
-            offset = 0
-            for chunk in chunks:
-                for key, column in (chunk.meta or {}).items():
-                    present = column.is_valid().to_numpy(False)
-                    if key in chunk.meta_kind:  # a null value: the key is there
-                        present = present | (chunk.meta_kind[key] == 2)
-                    if present.any() and self.metadata_prefix + key not in meta:
-                        meta[self.metadata_prefix + key] = offset + int(np.argmax(present))
-                offset += len(chunk)
-            meta = dict(sorted(meta.items()))
         taken = set(fixed_columns(self.endpoint))
         if self.metadata in ("dict", "json"):
             taken.add(METADATA_COLUMN)
+        meta: dict[str, int] = {}  # the row is only looked for where a name clashes
+        if self.metadata == "columns":
+            names = {self.metadata_prefix + key for c in chunks for key in self._meta_keys(c)}
+            clash = names & (taken | {name for name, _ in unknown})
+            meta = {name: self._first_meta_row(name) if name in clash else -1 for name in names}
+            meta = dict(sorted(meta.items()))
         prefix = self.metadata_prefix if self.metadata == "columns" else None
         check_names(unknown, meta, taken, prefix)
         where = {name: "extra" for name in extra} | {name: "customer_extra" for name in customer}
         return {name: where[name] for name, _ in unknown}, meta
+
+    @staticmethod
+    def _meta_keys(chunk: Chunk) -> list[str]:
+        """The metadata keys some row of ``chunk`` has (a ``null`` value counts)."""
+        n = len(chunk)
+        return [
+            key
+            for key, column in (chunk.meta or {}).items()
+            if column.null_count < n or (key in chunk.meta_kind and chunk.meta_kind[key].any())
+        ]
+
+    def _first_meta_row(self, name: str) -> int:
+        key, offset = name[len(self.metadata_prefix) :], 0
+        for chunk in self.chunks:
+            if key in self._meta_keys(chunk):
+                present = chunk.meta[key].is_valid().to_numpy(False)  # type: ignore[index]
+                if key in chunk.meta_kind:
+                    present = present | (chunk.meta_kind[key] == 2)
+                return offset + int(np.argmax(present))
+            offset += len(chunk)
+        raise AssertionError(name)  # pragma: no cover - only names some chunk has
 
     def _column(self, values: pa.Array | pa.ChunkedArray, dtype: Any) -> Any:
         if self.dtype_backend == "pyarrow":

@@ -165,17 +165,13 @@ class Chunk:
     def content(self, i: int) -> tuple[Any, ...]:
         """Row ``i``'s values besides its key, as sent: equal for identical records only
         (a metadata ``1`` is not ``"1"``, a ``null`` is not a missing key)."""
-        meta = None
+        meta: Any = None
         if self.meta is not None:
+            kinds = {k: int(v[i]) for k, v in self.meta_kind.items()}
             meta = tuple(
-                (k, v, int(self.meta_kind[k][i]) if k in self.meta_kind else 0)
+                (k, canonical(v) if kinds.get(k) == 1 else v, kinds.get(k, 0))
                 for k, column in sorted(self.meta.items())
-                if (v := column[i].as_py()) is not None or k in self.meta_kind
-            )
-            meta = tuple(
-                (k, canonical(v) if kind == 1 else v, kind)
-                for k, v, kind in meta
-                if v is not None or kind == 2
+                if (v := column[i].as_py()) is not None or kinds.get(k) == 2
             )
         elif self.meta_json is not None:
             meta = canonical(self.meta_json[i].as_py())

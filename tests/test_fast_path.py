@@ -313,7 +313,9 @@ def test_a_page_arrow_reads_is_the_chunk_the_python_reader_reads(
     body = envelope(records, endpoint, None, data.draw(st.sampled_from(["compact", "ascii"])))
     text = pa.large_string() if dtype_backend == "numpy_nullable" else pa.string()
     arrow = PageReader(endpoint, metadata_mode, text)
-    chunk = arrow.chunk(arrow.parse_now([body], arrow.parse_options), 1)
+    chunk = None  # as the builder: Arrow parses only the bodies it accepts (no null, ...)
+    if arrow.accepts(body, False):
+        chunk = arrow.chunk(arrow.parse_now([body], arrow.parse_options), 1)
     try:
         expected = PageChecker(endpoint, metadata_mode, text).read(
             parse_page(loads(body), ENDPOINTS[endpoint][1]).records, 0

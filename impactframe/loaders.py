@@ -62,7 +62,7 @@ def _fetch_frame(
             pages.close()  # stops the fetch thread when the builder raised
         if failure is not None:
             # A bad record in a page fetched before the failure is reported first, as the
-            # page-by-page reference path reports it.
+            # page-by-page Python reader reports it.
             builder.flush()
             raise failure
     frame = builder.finish() if finish is None else finish(builder)  # warns at the user's line

@@ -28,7 +28,7 @@ __all__ = ["PageReader", "has_null", "milliseconds", "readable"]
 
 _BLOCK_SIZE: Final = 4 << 20  # Arrow's unit of parallel parsing (grown for a longer body)
 
-# The one timestamp form the fast path reads: "2024-09-16T20:30:13.391Z" (24 bytes).
+# The one timestamp form the Arrow reader reads: "2024-09-16T20:30:13.391Z" (24 bytes).
 _TIME_SIZE: Final = 24
 _TIME_SEPARATORS: Final = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: ".", 23: "Z"}
 _SEP_COLUMNS: Final = np.array(list(_TIME_SEPARATORS))
@@ -57,7 +57,7 @@ def has_null(body: bytes) -> bool:
 
 def _simple(body: bytes) -> bool:
     """Whether Arrow may stand for ``body``: one line, and no JSON ``null`` (Arrow reads
-    ``"k": null`` as a missing key; the reference does not)."""
+    ``"k": null`` as a missing key; the Python reader does not)."""
     return b"\n" not in body and b"\r" not in body and not has_null(body)
 
 
@@ -75,7 +75,7 @@ def readable(body: bytes, checked: bool) -> bool:
         return True
     try:
         body.decode("utf-8")
-    except UnicodeDecodeError:  # json.loads may still read it (UTF-16, surrogates): the reference
+    except UnicodeDecodeError:  # json.loads may still read it (UTF-16): the Python reader's
         return False
     return True
 
@@ -84,9 +84,9 @@ def milliseconds(times: pa.Array) -> np.ndarray | None:
     """Milliseconds since the epoch of canonical timestamps, or None if any is not canonical.
 
     Canonical is exactly ``YYYY-MM-DDTHH:MM:SS.sssZ`` (checked here on the bytes). The
-    reference reads such a text with Arrow's ISO 8601 cast, after its own pattern check
+    Python reader reads such a text with Arrow's ISO 8601 cast, after its own pattern check
     (which it passes) and before its year-0 check: so does this function, to the same result.
-    Anything else (or a failing cast) goes to the reference, which decides.
+    Anything else (or a failing cast) goes to the Python reader, which decides.
 
     Examples
     --------
@@ -116,7 +116,7 @@ def milliseconds(times: pa.Array) -> np.ndarray | None:
     except pa.ArrowInvalid:  # a well-formed but impossible date or time
         return None
     ms: np.ndarray = stamps.view(pa.int64()).to_numpy()
-    if ms.min() < _MIN_MS:  # year 0000 parses in Arrow; the reference refuses it
+    if ms.min() < _MIN_MS:  # year 0000 parses in Arrow; the Python reader refuses it
         return None
     return ms
 
@@ -276,7 +276,7 @@ class PageReader:
             return None
         text = (pa.types.is_string, pa.types.is_large_string)
         if not all(any(is_(field.type) for is_ in text) for field in meta.type.fields):
-            return None  # numbers, booleans, lists and nested objects: the reference flattens
+            return None  # numbers, booleans, lists and nested objects: the Python reader flattens
         n = len(meta)
         # a key typed from an earlier batch that no record here has is not this chunk's
         return {k: v for k, v in _children(meta).items() if v.null_count < n}

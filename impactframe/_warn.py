@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Iterable
 
-__all__ = ["caller_stacklevel", "warn_at_caller"]
+__all__ = ["caller_stacklevel", "warn_all", "warn_at_caller"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -39,3 +40,20 @@ def warn_at_caller(message: str, category: type[Warning]) -> None:
     'careful'
     """
     warnings.warn(message, category, stacklevel=caller_stacklevel())
+
+
+def warn_all(messages: Iterable[tuple[str, type[Warning]]]) -> None:
+    """Issue each ``(message, category)`` at the user's line: the one way a frame's findings
+    (`impactframe._frame._drift.Findings.messages`) become warnings.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_all([("a", UserWarning), ("b", UserWarning)])
+    >>> [str(w.message) for w in caught]
+    ['a', 'b']
+    """
+    for message, category in messages:
+        warn_at_caller(message, category)

@@ -18,19 +18,18 @@ graph or its expression never shows the key.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ._constants import DTYPE_BACKENDS, ENDPOINTS, IMPACT_TYPES
-from ._frame._builder import FastFrameBuilder
-from ._frame._reference import empty_frame
+from ._frame._builder import FrameBuilder, empty_frame
+from ._frame._drift import Findings
 from ._paging._concurrent import date_bounds
 from ._paging._windows import split_windows
 from ._params import Query, check_choice, normalize_query, reject
+from ._warn import warn_all
 from .client._client import Client
 from .client._secrets import _fingerprint, _resolve_api_key
 from .errors import SchemaDriftWarning
@@ -113,45 +112,25 @@ def _conform(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns, index=frame.index)
 
 
-# warnings.catch_warnings swaps process-wide state: partitions built in threads at once would
-# restore each other's, and a warning given while another partition records would land in its
-# record. So building (recording) and reporting take turns; fetching does not.
-_WARNINGS_LOCK = threading.Lock()
-
-
-def _build(builder: FastFrameBuilder, caught: list[warnings.WarningMessage]) -> pd.DataFrame:
-    """``builder.finish()``, its warnings kept in `caught` (`_report` decides what to say)."""
-    builder.flush()  # parse the last pages before taking the lock
-    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as got:
-        warnings.simplefilter("always")
-        frame = builder.finish()
-    caught.extend(got)
+def _build(builder: FrameBuilder, found: list[Findings]) -> pd.DataFrame:
+    """``builder.finish()`` without its warnings: its findings go to `_report`."""
+    frame = builder.finish(warn=False)
+    found.append(builder.findings)
     return frame
 
 
-def _report(
-    endpoint: str,
-    frame: pd.DataFrame,
-    meta: pd.DataFrame,
-    caught: list[warnings.WarningMessage],
-) -> None:
-    """Warn about each column of `frame` that `meta` leaves out; pass the other warnings on.
+def _report(endpoint: str, frame: pd.DataFrame, meta: pd.DataFrame, findings: Findings) -> None:
+    """Warn about each column of `frame` that `meta` leaves out; pass the other findings on.
 
-    The builder's drift warnings say the loader's frame keeps such a column; the Dask frame
+    The builder's drift findings say the loader's frame keeps such a column; the Dask frame
     does not, so those are replaced by one `SchemaDriftWarning` per column saying so.
     """
     records_key = ENDPOINTS[endpoint][1]
     why = "the Dask frame's columns (meta) are fixed before any partition is fetched"
     left_out = [name for name in frame.columns if name not in meta.columns]
-    replaced = tuple(
-        f"{records_key}: unknown {what} {name!r}"
-        for name in left_out
-        for what in ("field", "impact type")
-    )
-    for warning in caught:
-        drift = issubclass(warning.category, SchemaDriftWarning)
-        if not (drift and str(warning.message).startswith(replaced)):
-            warnings.warn(warning.message, stacklevel=2)  # at _WindowReader.__call__
+    findings.drift = [(k, v) for k, v in findings.drift if k not in left_out]
+    findings.new_types = {k: v for k, v in findings.new_types.items() if k not in left_out}
+    messages = findings.messages()
     new_types = set(frame["impact_type"].cat.categories).difference(IMPACT_TYPES)
     for name in left_out:
         if name in new_types:
@@ -164,7 +143,8 @@ def _report(
             continue  # a metadata key the caller did not name in metadata_keys: their choice
         else:
             msg = f"{records_key}: unknown field {name!r} is left out: {why}"
-        warnings.warn(msg, SchemaDriftWarning, stacklevel=2)  # at _WindowReader.__call__
+        messages.append((msg, SchemaDriftWarning))
+    warn_all(messages)
 
 
 class _WindowReader:
@@ -217,11 +197,10 @@ class _WindowReader:
         }
         if self.endpoint == "customer_records":
             options["customer_email"] = self.query.customer_email
-        caught: list[warnings.WarningMessage] = []
-        frame = _load_with(self.endpoint, lambda builder: _build(builder, caught), **options)
+        found: list[Findings] = []
+        frame = _load_with(self.endpoint, lambda builder: _build(builder, found), **options)
         meta = _meta(self.endpoint, self.metadata_keys, self.dtype_backend)
-        with _WARNINGS_LOCK:
-            _report(self.endpoint, frame, meta, caught)
+        _report(self.endpoint, frame, meta, found[0])
         return _conform(frame, meta)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ._cache import _store as _cache
 from ._constants import DEFAULT_METADATA_PREFIX
-from ._frame._builder import FastFrameBuilder
+from ._frame._builder import FrameBuilder
 from ._paging._concurrent import iter_raw_pages
 from ._params import Query
 from ._prepare import CacheOption, DateLike, Plan, Refresh, connect, prepare
@@ -33,12 +33,11 @@ def _fetch_frame(
     plan: Plan,
     query: Query,
     *,
-    finish: Callable[[FastFrameBuilder], pd.DataFrame] | None = None,
+    finish: Callable[[FrameBuilder], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    # The fast path: pages stay bytes until Arrow parses them in batches (FastFrameBuilder
-    # gives exactly the reference FrameBuilder's frame, warnings and errors). ``finish``
-    # replaces ``builder.finish`` (impactframe.dask handles the builder's warnings itself).
-    builder = FastFrameBuilder(plan.endpoint, **plan.builder_options)
+    # Pages stay bytes until the builder parses them in batches. ``finish`` replaces
+    # ``builder.finish`` (impactframe.dask reports the builder's findings itself).
+    builder = FrameBuilder(plan.endpoint, **plan.builder_options)
     with _progress_bar(plan.progress, f"impactframe {plan.endpoint}") as bar:
         pages = iter_raw_pages(
             client,
@@ -63,11 +62,10 @@ def _fetch_frame(
             pages.close()  # stops the fetch thread when the builder raised
         if failure is not None:
             # A bad record in a page fetched before the failure is reported first, as the
-            # page-by-page reference path reports it.
+            # page-by-page Python reader reports it.
             builder.flush()
             raise failure
-    # Warnings point at the user's call: user -> load_* -> _load -> _fetch_frame.
-    frame = builder.finish(stacklevel=5) if finish is None else finish(builder)
+    frame = builder.finish() if finish is None else finish(builder)  # warns at the user's line
     if plan.max_records is not None and len(frame) > plan.max_records:
         # Duplicates dropped by the builder can leave more than enough after the cap was
         # requested; the cap is on the rows returned.
@@ -131,7 +129,7 @@ def _load(
 
 def _load_with(
     endpoint: str,
-    finish: Callable[[FastFrameBuilder], pd.DataFrame],
+    finish: Callable[[FrameBuilder], pd.DataFrame],
     *,
     api_key: str | None,
     base_url: str | None,

@@ -377,7 +377,7 @@ def validate(
     Parameters
     ----------
     df : pandas.DataFrame
-        A frame as :class:`impactframe._frame.FrameBuilder` builds it.
+        A frame as :class:`impactframe._frame._builder.FrameBuilder` builds it.
     endpoint : {"records", "customer_records"}
         Selects :class:`RecordsSchema` or :class:`CustomerRecordsSchema`.
     dtype_backend : {"numpy_nullable", "pyarrow"}, default "numpy_nullable"
@@ -402,7 +402,7 @@ def validate(
 
     Examples
     --------
-    >>> from impactframe._frame._reference import empty_frame
+    >>> from impactframe._frame._builder import empty_frame
     >>> validate(empty_frame("records"), "records").shape
     (0, 10)
     """

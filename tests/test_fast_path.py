@@ -1,7 +1,8 @@
-"""The fast path gives exactly what the reference path gives (frames, warnings, errors).
+"""The Arrow reader gives exactly what the Python reader gives (frames, warnings, errors).
 
-The reference is `_frame.FrameBuilder` fed with ``json.loads`` of every page; the fast path
-is `_frame_fast.FastFrameBuilder` fed with the page bodies (bytes), through Arrow. A
+One builder, `_frame._builder.FrameBuilder`, two readers: fed decoded pages (`loads` of every
+body) it reads them all with the Python reader; fed the bodies (bytes) it reads them with
+Arrow, and only the pages Arrow declines with the Python reader. A
 hypothesis test throws odd records at both (metadata of every shape, missing names, new
 impact types, unknown fields, duplicates, empty pages, bad records, bodies with spaces,
 escapes and line breaks) and compares everything; the other tests pin the pieces (the page
@@ -29,14 +30,16 @@ from hypothesis import strategies as st
 
 import impactframe as ifr
 from impactframe._constants import ENDPOINTS, IMPACT_TYPES
-from impactframe._frame._arrow_reader import has_null, milliseconds
-from impactframe._frame._builder import FastFrameBuilder
-from impactframe._frame._reference import FrameBuilder
+from impactframe._frame._arrow_reader import PageReader, has_null, milliseconds
+from impactframe._frame._batch import Chunk
+from impactframe._frame._builder import FrameBuilder
+from impactframe._frame._python_reader import PageChecker
 from impactframe._paging._concurrent import iter_raw_pages, iter_record_pages
 from impactframe._paging._pages import (
     Page,
     RawPage,
     _may_hold_a_long_int,
+    loads,
     parse_page,
     parse_raw_page,
 )
@@ -63,17 +66,21 @@ def outcome(build: Any) -> tuple[Any, list[tuple[type[Warning], str]]]:
 
 
 def reference(bodies: list[bytes], endpoint: str, **options: Any) -> Any:
+    """Every page through the Python reader (the wording of every error)."""
+
     def build() -> pd.DataFrame:
         builder = FrameBuilder(endpoint, **options)
         for body in bodies:
-            builder.add(parse_page(json.loads(body), ENDPOINTS[endpoint][1]).records)
+            builder.add(parse_page(loads(body), ENDPOINTS[endpoint][1]))
+        assert builder._slow_pages == 0  # decoded pages: never Arrow's
         return builder.finish()
 
     return outcome(build)
 
 
 def fast(bodies: list[bytes], endpoint: str, *, raw_pages: bool = True, **options: Any) -> Any:
-    builder = FastFrameBuilder(endpoint, **options)
+    """The pages as bodies: the Arrow reader first, the Python reader for what it declines."""
+    builder = FrameBuilder(endpoint, **options)
 
     def build() -> pd.DataFrame:
         for body in bodies:
@@ -236,7 +243,7 @@ def pages(draw: st.DrawFn, customers: bool) -> list[list[Any]]:
     batch_bytes=st.sampled_from([1, 400, 1 << 20]),
     raw_pages=st.booleans(),
 )
-def test_fast_path_equals_the_reference(
+def test_arrow_reader_equals_the_python_reader(
     data: st.DataObject,
     endpoint: str,
     metadata_mode: str,
@@ -268,8 +275,58 @@ def test_fast_path_equals_the_reference(
     )
     assert_same(expected, actual)
     event(f"outcome: {expected[0][0]}, warnings: {bool(expected[1])}")
-    event(f"path: {'reference' if builder.uses_reference else 'chunks'}")
     event(f"pages through Arrow: {'some' if builder._slow_pages < len(bodies) else 'none'}")
+
+
+def columns_of(chunk: Chunk) -> dict[str, Any]:
+    """Every column of a chunk as Python values (what the frame is assembled from)."""
+
+    def sparse(store: dict[str, pa.ChunkedArray] | None) -> Any:
+        return None if store is None else {k: v.to_pylist() for k, v in sorted(store.items())}
+
+    return {
+        "user_id": chunk.user_id.to_pylist(),
+        "customer": None if chunk.customer is None else [c.to_pylist() for c in chunk.customer],
+        "time": chunk.time.tolist(),
+        "impact": chunk.impact.tolist(),
+        "amount": chunk.amount.tolist(),
+        "category": chunk.category.to_pylist(),
+        "meta": sparse(chunk.meta),
+        "meta_kind": {k: v.tolist() for k, v in chunk.meta_kind.items()},
+        "meta_json": None if chunk.meta_json is None else chunk.meta_json.to_pylist(),
+        "extra": sparse(chunk.extra),
+        "customer_extra": sparse(chunk.customer_extra),
+    }
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    endpoint=st.sampled_from(["records", "customer_records"]),
+    metadata_mode=st.sampled_from(["columns", "columns", "drop", "json", "dict"]),
+    dtype_backend=st.sampled_from(["numpy_nullable", "pyarrow"]),
+)
+def test_a_page_arrow_reads_is_the_chunk_the_python_reader_reads(
+    data: st.DataObject, endpoint: str, metadata_mode: str, dtype_backend: str
+) -> None:
+    records = data.draw(pages(endpoint == "customer_records"))[0]
+    body = envelope(records, endpoint, None, data.draw(st.sampled_from(["compact", "ascii"])))
+    text = pa.large_string() if dtype_backend == "numpy_nullable" else pa.string()
+    arrow = PageReader(endpoint, metadata_mode, text)
+    chunk = None  # as the builder: Arrow parses only the bodies it accepts (no null, ...)
+    if arrow.accepts(body, False):
+        chunk = arrow.chunk(arrow.parse_now([body], arrow.parse_options), 1)
+    try:
+        expected = PageChecker(endpoint, metadata_mode, text).read(
+            parse_page(loads(body), ENDPOINTS[endpoint][1]).records, 0
+        )
+    except (ValidationError, ValueError):
+        assert chunk is None  # what the Python reader refuses, Arrow never reads
+        return
+    event(f"Arrow reads it: {chunk is not None}")
+    if chunk is not None:
+        assert columns_of(chunk) == columns_of(expected)
+        assert chunk.starts.tolist() == expected.starts.tolist() == [0]
 
 
 # -- the fast path is taken ----------------------------------------------------------------------
@@ -297,7 +354,6 @@ def test_generated_data_takes_the_arrow_path(
     *actual, builder = fast(bodies, endpoint, batch_bytes=50_000, **options)
     assert_same(expected, actual)
     assert builder._slow_pages == 0
-    assert not builder.uses_reference
     assert len(builder) == 3000
 
 
@@ -311,7 +367,6 @@ def test_an_odd_page_goes_alone_through_the_reference_checks() -> None:
     *actual, builder = fast(bodies, "customer_records", batch_bytes=60_000)
     assert_same(expected, actual)
     assert builder._slow_pages == 1  # the batch was halved down to that page
-    assert not builder.uses_reference  # its records still fit a chunk
 
 
 def test_pages_with_nulls_take_the_reference_checks_and_still_make_few_chunks() -> None:
@@ -324,11 +379,10 @@ def test_pages_with_nulls_take_the_reference_checks_and_still_make_few_chunks() 
     *actual, builder = fast(bodies, "customer_records")
     assert_same(expected, actual)
     assert builder._slow_pages == len(bodies) == 80
-    assert not builder.uses_reference
     assert len(builder._chunks) <= 80 // 16 + 16
 
 
-def test_drift_hands_over_to_the_reference_with_the_same_warnings() -> None:
+def test_drift_and_new_types_are_decided_over_all_chunks_with_the_same_warnings() -> None:
     bodies = sandbox_bodies(1500, customers=False)
     page = json.loads(bodies[10])
     page["user_records"][0]["project_id"] = "P-1"  # an unknown field: a drift column
@@ -341,7 +395,7 @@ def test_drift_hands_over_to_the_reference_with_the_same_warnings() -> None:
     expected = reference(bodies, "records")
     *actual, builder = fast(bodies, "records", batch_bytes=30_000)
     assert_same(expected, actual)
-    assert builder.uses_reference
+    assert builder._slow_pages == 1  # the other pages stay Arrow's
     assert {category for category, _ in actual[1]} == {ifr.SchemaDriftWarning}
 
 
@@ -356,7 +410,7 @@ def test_repeats_across_batches_are_dropped_and_conflicts_warned() -> None:
     expected = reference(bodies, "records")
     *actual, builder = fast(bodies, "records", batch_bytes=20_000)
     assert_same(expected, actual)
-    assert not builder.uses_reference
+    assert builder._slow_pages == 0
     assert len(builder) == 1001
     assert [category for category, _ in actual[1]] == [ifr.DuplicateRecordWarning]
 
@@ -376,23 +430,56 @@ def test_a_bad_record_is_reported_like_the_reference_with_its_page_and_position(
     assert_same(expected, actual)
 
 
-def test_a_key_given_twice_is_read_as_json_loads_reads_it() -> None:
-    body = (
-        b'{"user_records": [{"user_id": "U1", "user_id": "U2", "tree_planted": 1, '
-        b'"time_utc": "2024-01-01T00:00:00.000Z", "metadata": {"k": "a", "k": "b"}}]}'
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        (
+            b'{"user_records": [{"user_id": "U1", "user_id": "U2", "tree_planted": 1, '
+            b'"time_utc": "2024-01-01T00:00:00.000Z"}]}',
+            "user_id",
+        ),
+        (
+            b'{"user_records": [{"user_id": "U1", "tree_planted": 1, "tree_planted": 2, '
+            b'"time_utc": "2024-01-01T00:00:00.000Z"}]}',
+            "tree_planted",
+        ),
+        (
+            b'{"user_records": [{"user_id": "U1", "tree_planted": 1, '
+            b'"time_utc": "2024-01-01T00:00:00.000Z", "metadata": {"k": "a", "k": "b"}}]}',
+            "k",
+        ),
+        (
+            b'{"user_records": [{"user_id": "A", "tree_planted": 1, '
+            b'"time_utc": "2024-01-01T00:00:00.000Z"}], "user_records": []}',
+            "user_records",
+        ),
+    ],
+)
+@pytest.mark.parametrize("raw_pages", [True, False])
+def test_a_name_given_twice_is_ambiguous_never_last_one_wins(
+    body: bytes, name: str, raw_pages: bool
+) -> None:
+    good = envelope(
+        [{"user_id": "U0", "time_utc": "2023-01-01T00:00:00.000Z", "tree_planted": 1}],
+        "records",
+        "c",
+        "compact",
     )
-    expected = reference([body], "records")
-    *actual, builder = fast([body], "records")
-    assert_same(expected, actual)
-    assert builder._slow_pages == 1
-    assert actual[0][1]["user_id"].tolist() == ["U2"]
+    *actual, _ = fast([good, body], "records", raw_pages=raw_pages, batch_bytes=1 << 20)
+    if raw_pages and name == "user_records":  # the envelope: refused by parse_raw_page
+        with pytest.raises(ValidationError, match="appears twice"):
+            parse_raw_page(body, "user_records")
+        return
+    assert actual[0][0] == "error"
+    assert actual[0][1] == name
+    assert "appears twice" in actual[0][2]
 
 
 def test_pages_that_come_slowly_are_checked_without_waiting_for_a_full_batch() -> None:
     bodies = sandbox_bodies(300, customers=False)
     page = json.loads(bodies[0])
     page["user_records"][7]["user_id"] = 7
-    builder = FastFrameBuilder("records", batch_bytes=1 << 30, batch_seconds=0)
+    builder = FrameBuilder("records", batch_bytes=1 << 30, batch_seconds=0)
     builder.add_raw(json.dumps(page).encode())  # its own batch, parsed meanwhile
     with pytest.raises(ValidationError, match="record 7 of the page") as info:
         builder.add_raw(bodies[1])  # starts the next batch, so takes the first one
@@ -409,10 +496,13 @@ def test_empty_input_and_empty_pages() -> None:
 def test_add_takes_decoded_records_too() -> None:
     records = generate_records(300, seed=1)
     want = FrameBuilder("records")
-    got = FastFrameBuilder("records")
+    got = FrameBuilder("records")
     for i in range(0, 300, 70):
-        assert got.add(records[i : i + 70]) == want.add(records[i : i + 70])
+        page = {"user_records": records[i : i + 70], "cursor": "c"}
+        want.add_raw(json.dumps(page).encode())
+        assert got.add(Page(records[i : i + 70], "c")) == len(page["user_records"])
     pd.testing.assert_frame_equal(got.finish(), want.finish())
+    assert want._slow_pages == 0
 
 
 def test_invalid_utf8_goes_to_the_reference() -> None:

@@ -804,7 +804,10 @@ def test_wrong_page_shape_raises_validation_error(
 
 def test_duplicates_with_same_content_are_dropped(serve: Callable[..., SandboxServer]) -> None:
     server = serve([*RECORDS, dict(RECORDS[3]), dict(RECORDS[7])])
-    df = ifr.load_records(**conn(server), page_size=4)
+    # not right after a cursor: dropped, and never silently (SPEC §3)
+    with pytest.warns(ifr.DuplicateRecordWarning, match="identical") as caught:
+        df = ifr.load_records(**conn(server), page_size=4)
+    assert len(caught) == 1
     assert keys_of(df) == expected_keys(RECORDS)
 
 
@@ -814,7 +817,8 @@ def test_same_content_in_another_key_order_is_a_duplicate(
     one = rec("U1", GOOD_TIME, metadata={"a": "1", "b": "2"}, category="food")
     two = {"category": "food", "metadata": {"b": "2", "a": "1"}, **rec("U1", GOOD_TIME)}
     server = serve([one, two])
-    df = ifr.load_records(**conn(server))
+    with pytest.warns(ifr.DuplicateRecordWarning, match="identical"):
+        df = ifr.load_records(**conn(server))
     assert len(df) == 1
 
 

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 import impactframe as ifr
 from impactframe._constants import IMPACT_TYPES
 from impactframe._dtypes import fixed_columns
-from impactframe._frame._reference import records_to_frame
+from impactframe._frame._builder import records_to_frame
 from impactframe._paging._pages import parse_page
 from impactframe.errors import ImpactFrameWarning
 from impactframe.sandbox import Fault, SandboxServer, generate_records

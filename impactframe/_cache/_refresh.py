@@ -8,7 +8,6 @@ what a full load would give (order, duplicates, columns, dtypes; see `merge`'s n
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import pandas as pd
 
 from .._constants import IMPACT_TYPES
 from .._dtypes import DTYPES, FLOAT, METADATA_COLUMN, backend_dtype, fixed_columns
+from .._frame._repeats import duplicated as repeated_rows
 from ..schemas import validate
 
 __all__ = ["merge", "refresh_start"]
@@ -103,7 +103,7 @@ def merge(
 
     Examples
     --------
-    >>> from impactframe._frame._reference import records_to_frame
+    >>> from impactframe._frame._builder import records_to_frame
     >>> def record(user, time, trees):
     ...     return {"user_id": user, "time_utc": time, "tree_planted": trees}
     >>> cached = records_to_frame([record("U1", "2024-01-01T10:00:00.000Z", 1),
@@ -135,7 +135,7 @@ def merge(
     categories = pd.CategoricalDtype([*IMPACT_TYPES, *new_types], ordered=False)
     aligned = [_align(part, dtypes, categories) for part in parts]
     frame = pd.concat(aligned, ignore_index=True)
-    duplicated = _duplicated(frame)
+    duplicated = repeated_rows(frame)  # the one repeat rule, on frames
     if duplicated.any():
         frame = frame.loc[~duplicated].reset_index(drop=True)
     return validate(
@@ -246,20 +246,3 @@ def _align(
         else:
             out[name] = part[name]
     return pd.DataFrame(out, index=part.index)
-
-
-def _duplicated(frame: pd.DataFrame) -> np.ndarray:
-    """Rows identical (every column) to an earlier one; checked only among rows sharing a key."""
-    candidates = frame.duplicated(["user_id", "time_utc"], keep=False).to_numpy()
-    result = np.zeros(len(frame), dtype=bool)
-    if not candidates.any():
-        return result
-    view = {}
-    subset = frame.loc[candidates]
-    for name in subset.columns:
-        series = subset[name]
-        if pd.api.types.is_object_dtype(series.dtype):  # dicts are unhashable: use JSON text
-            series = series.map(lambda v: json.dumps(v, sort_keys=True, default=str))
-        view[name] = series
-    result[np.flatnonzero(candidates)] = pd.DataFrame(view).duplicated().to_numpy()
-    return result

@@ -1,5 +1,7 @@
-"""Pages into the typed, validated DataFrame of SPEC §3.
+"""Pages into the typed, validated DataFrame of SPEC §3: one builder, one batch type.
 
-Import from the modules: `_builder` (the builder the loaders use), `_reference` (the reference
-builder), `_arrow_reader`, `_python_reader`, `_columns`, `_repeats`, `_drift`, `_options`.
+Import from the modules: `_builder` (`FrameBuilder`, `records_to_frame`, `empty_frame`),
+`_batch` (`Chunk`, what both readers produce), `_arrow_reader` and `_python_reader` (the two
+readers), `_values` (values as sent), `_repeats` (the repeat rule), `_drift` (what ``finish``
+decides, `Findings`), `_assemble` (the frame of the chunks).
 """

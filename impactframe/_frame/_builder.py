@@ -1,38 +1,24 @@
-"""The fast frame builder: response bodies (bytes) to the frame of SPEC §3, through Arrow.
+"""The frame builder: pages to the typed, validated frame of SPEC §3, through one batch type.
 
-`FastFrameBuilder` returns exactly what the reference `_frame.FrameBuilder` returns for the same
-records (frame, dtypes, warnings, errors), several times faster and in less memory::
+How a frame is built::
 
-    add_raw(page)   buffer response bodies; every ~8 MB they are parsed at once by
-                    ``pyarrow.json.read_json`` (both cores, GIL released, one body per line)
-                    into a *chunk*: Arrow/numpy columns checked with vectorised kernels
-                    (`impactframe._frame_arrow`), duplicates dropped
-    add(records)    decoded records: checked by the reference code, then kept as a chunk
-    finish()        concatenate the chunks into the typed frame and validate it
+    add_raw(page)   buffer response bodies; every ~8 MB they are parsed at once by the Arrow
+                    reader (``pyarrow.json``, both cores, GIL released, one body per line) into
+                    a `Chunk`; a batch it declines is halved until the pages at fault are found,
+                    and those go to the Python reader, which reads them into chunks too (or
+                    raises the ``ValidationError`` naming the field and the record)
+    add(page)       decoded records (a `Page` or a list): the Python reader
+    finish()        new impact types, drift columns and name clashes decided over all chunks;
+                    the chunks assembled into the frame, validated; the `Findings` warned
 
-A body goes through the reference checks instead (``json.loads`` + `PageChecker.check`)
-when Arrow cannot stand for it exactly: a raw line break or a JSON ``null`` in it (Arrow cannot
-tell ``"k": null`` from a missing key), a field of another type or an unknown field, nested or
-non-string metadata, a timestamp not in the API's ``YYYY-MM-DDTHH:MM:SS.sssZ`` form, a missing or
-doubled impact field... A batch that fails is split in halves until the pages at fault are
-found, so one odd page does not slow the others. Pages the reference checks accept and that a
-chunk can hold (no unknown field, no ``null`` metadata value) still become chunks.
-
-What a chunk cannot hold (an unknown field, a new impact type, a ``null`` metadata value, a
-metadata key that would replace a fixed column) and the ``"dict"``/``"json"`` metadata modes
-(which keep Python objects and key order) hand everything to a reference `FrameBuilder`: the
-chunks taken so far are replayed into it as records, and it builds the frame. Never faster
-than the reference there, never different.
+Repeats are dropped as chunks come, by the one rule of `_repeats`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import time
-from array import array
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
@@ -40,22 +26,25 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .._constants import IMPACT_TYPES
-from .._dtypes import CUSTOMER_COLUMNS, DTYPES, STRING, fixed_columns
-from .._paging._pages import RawPage, parse_page
-from ._arrow_reader import NO_ROWS, Chunk, PageReader, readable
-from ._options import FrameOptions
+from .._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS
+from .._dtypes import check_options
+from .._paging._pages import Page, RawPage, loads, parse_page
+from .._warn import warn_all
+from ..schemas import validate
+from ._arrow_reader import PageReader
+from ._assemble import Assembly
+from ._batch import Chunk
+from ._drift import Findings
 from ._python_reader import PageChecker
-from ._reference import FrameBuilder
-from ._repeats import _strict_equal, warn_conflicts
+from ._repeats import Repeats, logger
 
-__all__ = ["FastFrameBuilder"]
+__all__ = ["FastFrameBuilder", "FrameBuilder", "empty_frame", "records_to_frame"]
 
 #: Bodies are parsed together once this many bytes are waiting (about 35 pages of 1000),
 BATCH_BYTES: Final = 8 << 20
 #: or once the first of them has waited this many seconds.
 BATCH_SECONDS: Final = 0.5
-_SMALL_CHUNK: Final = 8_192  # rows: chunks below (pages checked one by one) are merged,
+_SMALL_CHUNK: Final = 8_192  # rows: chunks below (pages read one by one) are merged,
 _SMALL_RUN: Final = 16  # this many at a time (a batch's chunk is far larger)
 
 
@@ -65,42 +54,40 @@ def _parser() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="impactframe-parse")
 
 
-def _repeated(times: np.ndarray) -> np.ndarray:
-    """The values that occur more than once in ``times`` (sorted; fast for sorted input)."""
-    if len(times) < 2:
-        return NO_ROWS
-    step = np.diff(times)
-    if (step > 0).all() or (step < 0).all():
-        return NO_ROWS
-    if not ((step >= 0).all() or (step <= 0).all()):
-        times = np.sort(times)
-        step = np.diff(times)
-    return np.unique(times[1:][step == 0])
-
-
-# The options (endpoint, metadata, ...) and their checks are FrameOptions's, as FrameBuilder's.
-@dataclasses.dataclass(kw_only=True, eq=False, repr=False)
-class FastFrameBuilder(FrameOptions):
-    """`FrameBuilder` with an Arrow fast path for response bodies (same frames, faster).
+class FrameBuilder:
+    """Validate pages of records and build one typed, validated DataFrame from them.
 
     Parameters
     ----------
-    endpoint, metadata, metadata_prefix, dtype_backend
-        As for :class:`impactframe._frame.FrameBuilder`.
-    batch_bytes : int
-        Bodies are parsed together once this many bytes are waiting,
-    batch_seconds : float
-        or once the first of them has waited this long (pages from a slow API are checked,
-        and their errors raised, without waiting for a full batch).
+    endpoint : {"records", "customer_records"}
+        Which endpoint the records come from (customer records carry a ``customer`` object).
+    metadata : {"columns", "dict", "json", "drop"}, default "columns"
+        ``"columns"``: one string column per flattened metadata key (``<prefix><key>``, sorted by
+        code point); ``"dict"``: one object column ``metadata`` of dicts or None; ``"json"``: one
+        string column ``metadata`` of compact JSON text; ``"drop"``: no metadata.
+    metadata_prefix : str, default "metadata_"
+        Prefix of the metadata columns in ``"columns"`` mode.
+    dtype_backend : {"numpy_nullable", "pyarrow"}, default "numpy_nullable"
+        Nullable pandas dtypes, or ``pd.ArrowDtype`` (``impact_type`` stays a pandas category).
+    batch_bytes, batch_seconds
+        Bodies are parsed together once this many bytes are waiting, or once the first of
+        them has waited this long (pages from a slow API are checked without waiting).
+    repeats : Repeats, optional
+        The repeat state to continue (the export's next batch: `Repeats.handoff`).
+
+    Raises
+    ------
+    ValueError
+        An unknown endpoint, metadata mode or dtype backend, or an empty prefix.
 
     Notes
     -----
-    ``len(builder)`` counts the rows taken so far; bodies still waiting for their batch are
-    taken by `flush` (and `finish`), which also raises any error they hold.
+    ``len(builder)`` (also ``builder.count``) counts the rows taken so far, repeats dropped;
+    bodies still waiting for their batch are taken by `flush` (and `finish`).
 
     Examples
     --------
-    >>> builder = FastFrameBuilder("records")
+    >>> builder = FrameBuilder("records")
     >>> builder.add_raw(b'{"user_records": [{"user_id": "U1", '
     ...                 b'"time_utc": "2024-09-17T13:24:04.429Z", "waste_removed": 15}]}')
     >>> builder.finish()[["user_id", "impact_type", "amount"]]
@@ -108,72 +95,88 @@ class FastFrameBuilder(FrameOptions):
     0      U1  waste_removed      15
     """
 
-    batch_bytes: int = BATCH_BYTES
-    batch_seconds: float = BATCH_SECONDS
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        # the reference's page checks, for the pages Arrow does not take
-        self._checker = PageChecker(self.endpoint, self.metadata)
-        string_type = pa.large_string() if self.dtype_backend == "numpy_nullable" else pa.string()
-        self._reader = PageReader(self.endpoint, self.metadata, string_type)
-        self._reference: FrameBuilder | None = None
-        if self.metadata in ("dict", "json"):  # Python objects and key order: the reference's job
-            self._reference = FrameBuilder(self.endpoint, **self.options())
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        metadata: str = "columns",
+        metadata_prefix: str = DEFAULT_METADATA_PREFIX,
+        dtype_backend: str = "numpy_nullable",
+        batch_bytes: int = BATCH_BYTES,
+        batch_seconds: float = BATCH_SECONDS,
+        repeats: Repeats | None = None,
+    ) -> None:
+        check_options(
+            endpoint=endpoint,
+            metadata=metadata,
+            metadata_prefix=metadata_prefix,
+            dtype_backend=dtype_backend,
+        )
+        self.endpoint, self.metadata, self.metadata_prefix = endpoint, metadata, metadata_prefix
+        self.dtype_backend = dtype_backend
+        self.batch_bytes, self.batch_seconds = batch_bytes, batch_seconds
+        self._records_key = ENDPOINTS[endpoint][1]
+        text = pa.large_string() if dtype_backend == "numpy_nullable" else pa.string()
+        self._checker = PageChecker(endpoint, metadata, text)
+        self._reader = PageReader(endpoint, metadata, text)
+        self.repeats = repeats or Repeats()
+        #: What the last `finish` found (drift, new types, repeats), for callers that warn
+        #: once for several frames (``finish(warn=False)``).
+        self.findings = Findings(self._records_key)
         self._pending: list[bytes] = []
         self._pending_checked: list[bool] = []  # per body: known to be UTF-8
         self._pending_bytes = 0
         self._pending_since = 0.0  # time.monotonic() when the first waiting body came
-        self._parsing: deque[tuple[list[bytes], list[bool], Future[Any] | None]] = deque()
+        self._parsing: deque[tuple[list[bytes], list[bool], Future[Any]]] = deque()
         self._chunks: list[Chunk] = []
         self._n_added = 0
-        self._n_dropped = 0
-        self._conflicts: dict[tuple[str, int], int] = {}  # key -> rows kept with that key
-        self._slow_pages = 0
+        self._slow_pages = 0  # pages the Python reader read (tests and benchmarks watch this)
 
     def __len__(self) -> int:
-        if self._reference is not None:
-            return len(self._reference)
         return sum(map(len, self._chunks))
 
     @property
-    def uses_reference(self) -> bool:
-        """Whether the reference builder has taken over (see the module docstring)."""
-        return self._reference is not None
+    def count(self) -> int:
+        """Rows taken so far: the records added minus repeats (``len(builder)``)."""
+        return len(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.endpoint!r}, metadata={self.metadata!r}, "
+            f"dtype_backend={self.dtype_backend!r}, rows={len(self)})"
+        )
 
     # -- adding -----------------------------------------------------------------------------
 
-    def add(self, records: list[Any]) -> int:
-        """Validate one page of decoded records and take it (as `FrameBuilder.add`).
-
-        Examples
-        --------
-        >>> builder = FastFrameBuilder("records")
-        >>> record = {"user_id": "U1", "time_utc": "2024-09-16T20:30:13.391Z", "tree_planted": 2}
-        >>> builder.add([record, dict(record)])  # the repeat is dropped
-        1
-        """
-        self.flush()
-        return self._add_records(records)
-
-    def add_raw(self, page: RawPage | bytes) -> None:
-        """Take one page as the client fetched it (see `Client.iter_raw_pages`).
-
-        Parameters
-        ----------
-        page : RawPage or bytes
-            A page, or a response body that `impactframe._paging.parse_raw_page` accepts.
-            Bodies wait until about ``batch_bytes`` of them are there; each batch is then
-            parsed on a worker thread while the previous one is checked.
+    def add(self, page: Page | list[Any]) -> int:
+        """Validate one page of decoded records and take it; returns the rows it added.
 
         Raises
         ------
         ValidationError
-            As `FrameBuilder.add`, for this page or one still waiting.
+            ``records`` is not a list, or a record has a known field of the wrong type or value
+            (the message names the field and the record). A rejected page changes nothing.
 
         Examples
         --------
-        >>> builder = FastFrameBuilder("records")
+        >>> builder = FrameBuilder("records")
+        >>> record = {"user_id": "U1", "time_utc": "2024-09-16T20:30:13.391Z", "tree_planted": 2}
+        >>> builder.add([record]), builder.add(Page([record], None))  # a repeat: dropped
+        (1, 0)
+        """
+        self.flush()
+        return self._add_records(page.records if isinstance(page, Page) else page)
+
+    def add_raw(self, page: RawPage | bytes) -> None:
+        """Take one page as the client fetched it (see `Client.iter_raw_pages`).
+
+        Bodies wait until about ``batch_bytes`` of them are there; each batch is then parsed
+        on a worker thread while the previous one is checked. A ``ValidationError`` (as for
+        `add`) is raised for this page or one still waiting.
+
+        Examples
+        --------
+        >>> builder = FrameBuilder("records")
         >>> builder.add_raw(b'{"user_records": []}')
         >>> builder.flush(); len(builder)
         0
@@ -197,16 +200,7 @@ class FastFrameBuilder(FrameOptions):
             self._submit()
 
     def flush(self) -> None:
-        """Parse and take every body still waiting.
-
-        Examples
-        --------
-        >>> builder = FastFrameBuilder("records", batch_bytes=1 << 30)
-        >>> builder.add_raw(b'{"user_records": [{"user_id": "U1", '
-        ...                 b'"time_utc": "2024-09-17T13:24:04.429Z", "waste_removed": 15}]}')
-        >>> len(builder), (builder.flush(), len(builder))[1]
-        (0, 1)
-        """
+        """Parse and take every body still waiting (raising any error they hold)."""
         self._submit()
         while self._parsing:
             self._take_batch(*self._parsing.popleft())
@@ -217,109 +211,76 @@ class FastFrameBuilder(FrameOptions):
         self._pending, self._pending_checked, self._pending_bytes = [], [], 0
         if not bodies:
             return
-        parsed = None
-        if self._reference is None:
-            reader = self._reader
-            parsed = _parser().submit(reader.parse, bodies, checked, reader.parse_options)
+        reader = self._reader
+        parsed = _parser().submit(reader.parse, bodies, checked, reader.parse_options)
         self._parsing.append((bodies, checked, parsed))
         while len(self._parsing) > 1:
             self._take_batch(*self._parsing.popleft())
 
-    def _take_batch(
-        self, bodies: list[bytes], checked: list[bool], parsed: Future[Any] | None
-    ) -> None:
-        simple, table = parsed.result() if parsed is not None else (False, None)
-        if self._reference is None:
-            chunk = self._reader.chunk(table, len(bodies))
-            if chunk is not None:
-                self._commit(chunk)
-                return
+    def _take_batch(self, bodies: list[bytes], checked: list[bool], parsed: Future[Any]) -> None:
+        simple, table = parsed.result()
+        chunk = self._reader.chunk(table, len(bodies))
+        if chunk is not None:
+            self._commit(chunk)
+            return
         if simple:
             self._take_simple(bodies, tried=True)
             return
         run: list[bytes] = []
         for body, ok in zip(bodies, checked, strict=True):
-            if self._reference is None and readable(body, ok):
+            if self._reader.accepts(body, ok):
                 run.append(body)
                 continue
             self._take_simple(run)
             run = []
-            self._add_records(self._records_of(body))
+            self._add_body(body)
         self._take_simple(run)
 
-    def _records_of(self, body: bytes) -> list[Any]:
-        self._slow_pages += 1  # a body the reference checks (tests and benchmarks watch this)
-        return parse_page(json.loads(body), self._records_key).records
+    def _add_body(self, body: bytes) -> None:
+        self._slow_pages += 1
+        self._add_records(parse_page(loads(body), self._records_key).records)
 
     def _take_simple(self, bodies: list[bytes], *, tried: bool = False) -> None:
         """Take simple bodies in order: with Arrow where it can, halving a batch that fails
         (``tried``: the whole batch failed already)."""
         if not bodies:
             return
-        if self._reference is None and not tried:
+        if not tried:
             reader = self._reader
             chunk = reader.chunk(reader.parse_now(bodies, reader.parse_options), len(bodies))
             if chunk is not None:
                 self._commit(chunk)
                 return
-        if self._reference is not None or len(bodies) == 1:
-            for body in bodies:
-                self._add_records(self._records_of(body))
+        if len(bodies) == 1:
+            self._add_body(bodies[0])
             return
         half = len(bodies) // 2
         self._take_simple(bodies[:half])
         self._take_simple(bodies[half:])
 
     def _add_records(self, records: list[Any]) -> int:
-        if self._reference is not None:
-            return self._reference.add(records)
-        page, times = self._checker.check(records, self._n_added)  # messages count from there
-        chunk = self._reader.from_page(page, times)
-        if chunk is None:
-            self._fall_back()
-            assert self._reference is not None
-            return self._reference._commit(page, times)
-        return self._commit(chunk)
-
-    def _fall_back(self) -> None:
-        """Hand everything to a reference builder: replay the rows taken so far into it."""
-        reference = FrameBuilder(self.endpoint, **self.options())
-        for chunk in self._chunks:
-            reference.add(chunk.records())  # rows already unique: nothing is dropped again
-        positions = [c.position for c in self._chunks]
-        reference._position = array("q", np.concatenate([NO_ROWS, *positions]).tobytes())
-        reference._n_added = self._n_added
-        reference._n_dropped = self._n_dropped
-        self._chunks = []
-        self._reference = reference
-
-    # -- duplicates -------------------------------------------------------------------------
+        return self._commit(self._checker.read(records, self._n_added))
 
     def _commit(self, chunk: Chunk) -> int:
-        """Take a checked chunk, dropping records identical to one already taken."""
-        n = len(chunk)
-        self._reader.learn(chunk)
-        chunk.position = np.arange(self._n_added, self._n_added + n, dtype=np.int64)
+        """Take a checked chunk, dropping the repeats `Repeats.keep` finds."""
+        n, start = len(chunk), self._n_added
+        chunk.position = np.arange(start, start + n, dtype=np.int64)
+        for offset in chunk.starts.tolist():
+            self.repeats.page(start + offset)
         self._n_added += n
         if not n:
             return 0
-        repeated = _repeated(chunk.time)
-        earlier = [c for c in self._chunks if c.low <= chunk.high and c.high >= chunk.low]
-        if earlier:
-            shared = np.intersect1d(np.concatenate([c.time for c in earlier]), chunk.time)
-            repeated = np.union1d(repeated, shared)
-        if repeated.size:
-            keep = self._unique_rows(chunk, repeated, earlier)
-            if not keep.all():
-                self._n_dropped += n - int(keep.sum())
-                chunk = chunk.filter(keep)
+        keep = self.repeats.keep(chunk, self._chunks)
+        if keep is not None:
+            chunk = chunk.filter(keep)
+        self._reader.learn(chunk)
         self._chunks.append(chunk)
         self._coalesce()
         return len(chunk)
 
     def _coalesce(self) -> None:
-        """Merge a run of small chunks (pages the reference checked one by one) into one, so
-        that a long load of such pages does not end in thousands of chunks."""
+        """Merge a run of small chunks (pages read one by one) into one, so that a long load
+        of such pages does not end in thousands of chunks."""
         small = 0
         for chunk in reversed(self._chunks):
             if len(chunk) >= _SMALL_CHUNK:
@@ -328,109 +289,98 @@ class FastFrameBuilder(FrameOptions):
         if small >= _SMALL_RUN:
             self._chunks[-small:] = [Chunk.concat(self._chunks[-small:])]
 
-    def _unique_rows(self, chunk: Chunk, repeated: np.ndarray, earlier: list[Chunk]) -> np.ndarray:
-        """Which rows of ``chunk`` to keep: the reference's `_is_repeat`, on the few rows whose
-        timestamp occurs more than once."""
-        old = [(c, int(r)) for c in earlier for r in np.flatnonzero(np.isin(c.time, repeated))]
-        rows = np.flatnonzero(np.isin(chunk.time, repeated)).tolist()
-        old_keys = [c.key(r) for c, r in old]
-        new_keys = [chunk.key(r) for r in rows]
-        shared = {key for key, count in Counter(old_keys + new_keys).items() if count > 1}
-        kept: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
-        for (c, r), key in zip(old, old_keys, strict=True):
-            if key in shared:
-                kept.setdefault(key, []).append(c.content(r))
-        keep = np.ones(len(chunk), dtype=bool)
-        for r, key in zip(rows, new_keys, strict=True):
-            if key not in shared:
-                continue
-            content = chunk.content(r)
-            same_key = kept.setdefault(key, [])
-            if any(_strict_equal(other, content) for other in same_key):
-                keep[r] = False
-                continue
-            same_key.append(content)
-            if len(same_key) > 1:
-                self._conflicts[key] = len(same_key)
-        return keep
+    def handoff(self) -> Repeats:
+        """The repeat state for the builder of the next batch (see `Repeats.handoff`)."""
+        return self.repeats.handoff(self._chunks)
 
     # -- the frame ----------------------------------------------------------------------------
 
-    def finish(self, *, stacklevel: int = 2) -> pd.DataFrame:
-        """Build and validate the frame of every record taken (as `FrameBuilder.finish`).
+    def finish(self, *, warn: bool = True) -> pd.DataFrame:
+        """Build and validate the frame of every record taken so far.
 
-        Parameters
-        ----------
-        stacklevel : int, default 2
-            Where warnings point: 2 is the caller of ``finish``.
+        Unknown top-level fields become extra columns at the end; a record whose only impact
+        field is unknown (its one unknown field, a non-negative integer) makes that field a new
+        impact type: a category of ``impact_type`` and an Int64 column after the known impact
+        columns. Decided over all records, so the frame does not depend on the pages. What the
+        frame holds that the caller must hear of is in ``builder.findings``, and warned (one
+        warning each, at the caller's line) unless ``warn=False``. More pages may follow.
+
+        Raises
+        ------
+        ValidationError
+            A record carries two impact fields (or none) once new types are known, an unknown
+            field would take the name of another column, or the frame fails its schema.
 
         Examples
         --------
-        >>> FastFrameBuilder("customer_records").finish().columns[:3].tolist()
+        >>> FrameBuilder("customer_records").finish().columns[:3].tolist()
         ['user_id', 'customer_id', 'customer_email']
         """
         self.flush()
-        if self._reference is None and self.metadata == "columns":
-            keys = {key for chunk in self._chunks for key in chunk.meta or {}}
-            if {self.metadata_prefix + key for key in keys} & set(fixed_columns(self.endpoint)):
-                self._fall_back()  # the reference names the record in its error
-        if self._reference is not None:
-            return self._reference.finish(stacklevel=stacklevel + 1)
-        return self._assemble(stacklevel + 1)
+        assembly = Assembly(
+            self._chunks, self.endpoint, self.metadata, self.metadata_prefix, self.dtype_backend
+        )
+        frame, found = assembly.frame()
+        rule = self.repeats
+        found.conflicts, found.dropped = dict(rule.conflicts), rule.dropped
+        found.examples = list(rule.examples)
+        if rule.quiet:
+            logger.debug("dropped %d records repeated right after a cursor", rule.quiet)
+        self.findings = found
+        if warn:
+            warn_all(found.messages())
+        return validate(
+            frame,
+            self.endpoint,
+            dtype_backend=self.dtype_backend,
+            metadata=self.metadata,
+            metadata_prefix=self.metadata_prefix,
+        )
 
-    def _assemble(self, stacklevel: int) -> pd.DataFrame:
-        """The frame of the chunks, validated; ``stacklevel`` as `warnings.warn` here takes it."""
-        chunks, column = self._chunks, self._column
-        string_type = self._reader.string_type
 
-        def strings(columns: list[pa.ChunkedArray]) -> pa.ChunkedArray:
-            return pa.chunked_array([c for part in columns for c in part.chunks], string_type)
+FastFrameBuilder = FrameBuilder  # the old name, until every branch uses FrameBuilder
 
-        columns: dict[str, Any] = {"user_id": column(strings([c.user_id for c in chunks]), STRING)}
-        if self._reader.customers:
-            for k, name in enumerate(CUSTOMER_COLUMNS):
-                parts = [c.customer[k] for c in chunks]  # type: ignore[index]
-                columns[name] = column(strings(parts), STRING)
-        ms = np.concatenate([NO_ROWS, *(c.time for c in chunks)])
-        stamps = pa.array(ms, pa.timestamp("ms", tz="UTC"))
-        columns["time_utc"] = column(stamps, DTYPES["time_utc"])
-        codes = np.concatenate([np.empty(0, np.int8), *(c.impact for c in chunks)])
-        columns["impact_type"] = pd.Categorical.from_codes(codes, dtype=DTYPES["impact_type"])
-        amounts = np.concatenate([NO_ROWS, *(c.amount for c in chunks)])
-        columns.update(self._amount_columns(codes, amounts))
-        columns["category"] = column(strings([c.category for c in chunks]), STRING)
-        if self.metadata == "columns":
-            keys = sorted({key for chunk in chunks for key in chunk.meta or {}})
-            for key in keys:
-                parts = []
-                for chunk in chunks:
-                    part = (chunk.meta or {}).get(key)
-                    if part is None:
-                        part = pa.chunked_array([pa.nulls(len(chunk), string_type)])
-                    parts.append(part)
-                columns[self.metadata_prefix + key] = column(strings(parts), STRING)
-        frame = pd.DataFrame(columns, copy=False)
-        # `stacklevel` already counts this frame (`finish` added it): passed on as it is.
-        warn_conflicts(self._records_key, self._conflicts, stacklevel)
-        return self._validate(frame)
 
-    def _amount_columns(self, codes: np.ndarray, amounts: np.ndarray) -> dict[str, Any]:
-        """``amount`` and one column per impact type (null where the row is of another type)."""
-        n = len(amounts)
-        if self.dtype_backend == "numpy_nullable":
-            columns = {"amount": pd.arrays.IntegerArray(amounts, np.zeros(n, dtype=bool))}
-            for code, name in enumerate(IMPACT_TYPES):
-                # the values under the mask are never read: a copy is cheaper than zeroing
-                columns[name] = pd.arrays.IntegerArray(amounts.copy(), codes != code)
-            return columns
-        # Arrow arrays are immutable: every impact column shares the amounts buffer, each with
-        # its own validity bitmap (8 bytes a row less per column).
-        values = pa.array(amounts, pa.int64())
-        data = values.buffers()[1]
-        columns = {"amount": pd.arrays.ArrowExtensionArray(values)}
-        for code, name in enumerate(IMPACT_TYPES):
-            present = codes == code
-            bitmap = pa.py_buffer(np.packbits(present, bitorder="little"))
-            array_ = pa.Array.from_buffers(pa.int64(), n, [bitmap, data])
-            columns[name] = pd.arrays.ArrowExtensionArray(array_)
-        return columns
+def records_to_frame(
+    records: list[Any],
+    endpoint: str = "records",
+    *,
+    metadata: str = "columns",
+    metadata_prefix: str = DEFAULT_METADATA_PREFIX,
+    dtype_backend: str = "numpy_nullable",
+) -> pd.DataFrame:
+    """Turn a list of records (in the API's JSON shape) into the typed frame of SPEC §3.
+
+    Examples
+    --------
+    >>> df = records_to_frame([{"user_id": "U123", "time_utc": "2024-09-17T14:32:01.638Z",
+    ...                         "tree_planted": 10, "metadata": {"source": "shopify"}}])
+    >>> df[["impact_type", "amount", "tree_planted", "metadata_source"]]
+        impact_type  amount  tree_planted metadata_source
+    0  tree_planted      10            10         shopify
+    """
+    builder = FrameBuilder(
+        endpoint, metadata=metadata, metadata_prefix=metadata_prefix, dtype_backend=dtype_backend
+    )
+    builder.add(records)
+    return builder.finish()
+
+
+def empty_frame(
+    endpoint: str,
+    *,
+    metadata: str = "columns",
+    metadata_prefix: str = DEFAULT_METADATA_PREFIX,
+    dtype_backend: str = "numpy_nullable",
+) -> pd.DataFrame:
+    """The frame of an empty result: every fixed column with its dtype, no rows.
+
+    Examples
+    --------
+    >>> df = empty_frame("records")
+    >>> len(df), df["amount"].dtype, df["time_utc"].dtype
+    (0, Int64Dtype(), datetime64[ms, UTC])
+    """
+    return FrameBuilder(
+        endpoint, metadata=metadata, metadata_prefix=metadata_prefix, dtype_backend=dtype_backend
+    ).finish()

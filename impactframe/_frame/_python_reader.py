@@ -1,26 +1,27 @@
-"""The per-record checks of the reference frame builder (SPEC §3, §5).
+"""The Python reader: one page of decoded records to a checked `Chunk` (SPEC §3, §5).
 
-`PageChecker.check` takes one page of records as the API sent them and either fills page-local
-column buffers (`impactframe._frame_columns._Columns`) with their values and the page's
-timestamps in milliseconds, or raises ``ValidationError`` naming the field and the record.
-Nothing is coerced or skipped. The field checks below raise `_Bad`, which the checker turns into
-that error; the messages' wording is the contract the tests pin.
+The builder reads pages with Arrow first (`_arrow_reader`); a page Arrow declines comes here.
+`PageChecker.read` checks every record as the API sent it and returns a chunk of its values, or
+raises ``ValidationError`` naming the field and the record: this module is the wording of
+every record error. Nothing is coerced or skipped. Values the frame types later (metadata that
+is not a string, unknown fields) are kept as their JSON text as sent (`json_text`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._constants import ENDPOINTS, IMPACT_TYPES
 from .._dtypes import CUSTOMER_COLUMNS
 from ..errors import ValidationError
-from ._columns import _add_sparse, _Columns, _Sparse
+from ._batch import Chunk
+from ._values import _add_metadata, _Bad, _got, _meta_json, _short, _Sparse, _unknown
 
 __all__ = ["PageChecker"]
 
@@ -39,32 +40,11 @@ _TIME_EXAMPLE: Final = "2024-09-16T20:30:13.391Z"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_MS: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 _IMPACT_CODES: Final = tuple(enumerate(IMPACT_TYPES))
-
-
-class _Bad(Exception):
-    """A field of one record is wrong (becomes a ValidationError naming the record)."""
-
-    def __init__(self, field: str, reason: str):
-        super().__init__(reason)
-        self.field = field
-        self.reason = reason
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _got(value: Any) -> str:
-    return f"got {type(value).__name__} {_short(value)}"
+_TEXT: Final = pa.large_string()
 
 
 def _missing_or(reason: str, record: dict[str, Any], name: str) -> str:
     return f"{reason}, {_got(record[name])}" if name in record else "is missing"
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _is_int(value: Any) -> bool:
@@ -114,80 +94,6 @@ def _format_ms(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-# -- metadata and unknown fields ------------------------------------------------------------
-
-
-def _flatten(meta: dict[Any, Any], out: dict[str, str | None], parent: str) -> None:
-    """Flatten metadata into ``out``: nested keys joined by ".", non-strings as JSON text."""
-    for key, value in meta.items():
-        if not isinstance(key, str):
-            raise _Bad(field="metadata", reason=f"has a key that is not a string: {_short(key)}")
-        path = parent + key
-        if isinstance(value, dict) and value:
-            _flatten(value, out, path + ".")
-            continue
-        if path in out:
-            raise _Bad(field="metadata", reason=f"has two keys that both flatten to {path!r}")
-        out[path] = _leaf(value)
-
-
-def _leaf(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return _json(value)  # numbers, booleans, lists; an empty object stays "{}": nothing is lost
-
-
-def _add_metadata(stores: dict[str, _Sparse], meta: dict[Any, Any], row: int) -> None:
-    """Add one record's metadata to the column stores, flattened as :func:`_flatten` does.
-
-    The common flat, all-string case goes straight to the stores (no intermediate dict)."""
-    nested = False
-    for key, value in meta.items():
-        if type(key) is not str and not isinstance(key, str):
-            raise _Bad(field="metadata", reason=f"has a key that is not a string: {_short(key)}")
-        if type(value) is not str:
-            if isinstance(value, dict) and value:
-                nested = True  # flattened below, where its paths can meet the direct keys
-                continue
-            value = _leaf(value)
-        store = stores.get(key)
-        if store is None:
-            store = stores[key] = _Sparse()
-        store.rows.append(row)
-        store.values.append(value)
-    if nested:
-        flat: dict[str, str | None] = {}
-        _flatten({k: v for k, v in meta.items() if isinstance(v, dict) and v}, flat, "")
-        for path in flat:
-            if path in meta and not (isinstance(meta[path], dict) and meta[path]):
-                raise _Bad(field="metadata", reason=f"has two keys that both flatten to {path!r}")
-        _add_sparse(stores, flat, row)
-
-
-def _json_metadata(meta: dict[Any, Any]) -> str:
-    if not all(isinstance(key, str) for key in meta):  # json.dumps would turn 1 into "1"
-        raise _Bad(field="metadata", reason="has a key that is not a string")
-    try:
-        return _json(meta)
-    except (TypeError, ValueError) as exc:
-        raise _Bad(field="metadata", reason=f"holds a value JSON cannot represent: {exc}") from None
-
-
-def _check_unknown(field: Any, value: Any, where: str) -> None:
-    """An unknown field needs a string name (it names a column) and a value JSON can hold."""
-    if not isinstance(field, str):
-        raise _Bad(field=where, reason=f"has a field name that is not a string: {_short(field)}")
-    if value is None or isinstance(value, (str, int, float)):
-        return
-    if isinstance(value, (dict, list)):
-        try:
-            _json(value)
-        except (TypeError, ValueError) as exc:
-            raise _Bad(field=field, reason=f"holds a value JSON cannot represent: {exc}") from None
-        return
-    raise _Bad(field=field, reason=f"holds a value JSON cannot represent: {_got(value)}")
-
-
 def _customer_fields(rec: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
     """The checked ``(customer_id, customer_email, customer_name)`` and any unknown keys."""
     customer = rec.get("customer")
@@ -202,60 +108,81 @@ def _customer_fields(rec: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, An
     extra = None
     if len(customer) > 2 + ("customer_name" in customer):
         extra = {k: v for k, v in customer.items() if k not in CUSTOMER_COLUMNS}
-        for key, value in extra.items():
-            _check_unknown(key, value, "customer")
     return tuple(values), extra
+
+
+class _Rows:
+    """One page's checked values, column by column, before they become a `Chunk`."""
+
+    def __init__(self) -> None:
+        self.user_id: list[str] = []
+        self.time: list[str] = []
+        self.impact: list[int] = []
+        self.amount: list[int] = []
+        self.category: list[str | None] = []
+        self.customer: list[list[Any]] = [[], [], []]
+        self.meta_json: list[str | None] = []
+        self.meta: dict[str, _Sparse] = {}
+        self.extra: dict[str, _Sparse] = {}
+        self.customer_extra: dict[str, _Sparse] = {}
 
 
 # -- one page -------------------------------------------------------------------------------
 
 
 class PageChecker:
-    """Checks pages of one endpoint's records into page-local column buffers.
+    """Checks pages of one endpoint's records into chunks.
 
     Parameters
     ----------
     endpoint : {"records", "customer_records"}
     metadata : {"columns", "dict", "json", "drop"}
-        As for :class:`impactframe._frame.FrameBuilder` (already checked).
+        As for :class:`impactframe._frame._builder.FrameBuilder` (already checked).
+    string_type : pyarrow.DataType
+        The frame's Arrow string type.
 
     Examples
     --------
-    >>> page, times = PageChecker("records", "json").check(
+    >>> chunk = PageChecker("records", "json").read(
     ...     [{"user_id": "U1", "time_utc": "1970-01-01T00:00:01.500Z", "tree_planted": 2}], 0)
-    >>> page.user_id, times, page.meta_values
+    >>> chunk.user_id.to_pylist(), chunk.time.tolist(), chunk.meta_json.to_pylist()
     (['U1'], [1500], [None])
     """
 
-    def __init__(self, endpoint: str, metadata: str) -> None:
+    def __init__(self, endpoint: str, metadata: str, string_type: pa.DataType = _TEXT) -> None:
         self._records_key = ENDPOINTS[endpoint][1]
         self._customers = endpoint == "customer_records"
         self._metadata = metadata
+        self._string_type = string_type
         self._known = frozenset(
             {"user_id", "time_utc", *IMPACT_TYPES, "category", "metadata"}
             | ({"customer"} if self._customers else set())
         )
-        self._meta_mode = None if metadata == "drop" else metadata
 
-    def check(self, records: list[Any], n_added: int) -> tuple[_Columns, list[int]]:
-        """Check a page into page-local buffers and its timestamps, changing nothing.
-
-        Error messages count records from ``n_added`` on (the records added before)."""
+    def read(self, records: list[Any], n_added: int) -> Chunk:
+        """Check a page into a chunk, changing nothing; messages count records from
+        ``n_added`` on (the records added before)."""
         if not isinstance(records, list):
-            msg = f"{self._records_key} must be a list of records, got {type(records).__name__}"
+            kind = "float" if isinstance(records, float) else type(records).__name__
+            msg = f"{self._records_key} must be a list of records, got {kind}"
             raise ValidationError(msg, field=self._records_key, record=_short(records))
-        page = _Columns(self._customers, self._metadata)
+        page = _Rows()
         take = self._take
         for i, record in enumerate(records):
             try:
-                take(page, record)
+                take(page, record, i)
             except _Bad as bad:
                 # an earlier bad timestamp is reported first
                 self._parse_times(page.time, records, n_added)
-                raise self._record_error(bad, i, record, n_added) from None
-        return page, self._parse_times(page.time, records, n_added)
+                raise _record_error(bad, i, record, n_added) from None
+        times = self._parse_times(page.time, records, n_added)
+        try:
+            return self._chunk(page, times)
+        except _BadText as bad:
+            record = records[bad.row]
+            raise _record_error(bad.bad, bad.row, record, n_added) from None
 
-    def _take(self, page: _Columns, rec: Any) -> None:
+    def _take(self, page: _Rows, rec: Any, row: int) -> None:
         """Check one record's known fields, then append its values to ``page``."""
         if not isinstance(rec, dict):
             raise _Bad(field=self._records_key, reason=f"must hold JSON objects, {_got(rec)}")
@@ -301,28 +228,26 @@ class PageChecker:
         extra = None
         if len(rec) > n_known:
             extra = {key: value for key, value in rec.items() if key not in self._known}
-            for key, value in extra.items():
-                _check_unknown(key, value, self._records_key)
         if impact < 0 and not extra:
             raise _Bad(
                 field="impact_type",
                 reason="is missing: the record has none of the impact fields "
                 + ", ".join(IMPACT_TYPES),
             )
-
-        row = len(page.user_id)
-        if meta is not None and self._meta_mode is not None:  # may raise: the page is dropped
-            try:
-                if self._meta_mode == "columns":
+        # may raise: the page is dropped
+        if extra:
+            _unknown(page.extra, extra, self._records_key, row)
+        if customer_extra:
+            _unknown(page.customer_extra, customer_extra, "customer", row)
+        mode = self._metadata
+        try:
+            if mode == "columns":
+                if meta:
                     _add_metadata(page.meta, meta, row)
-                else:
-                    page.meta_values.append(
-                        _json_metadata(meta) if self._meta_mode == "json" else meta
-                    )
-            except RecursionError:
-                raise _Bad(field="metadata", reason="is nested too deeply to flatten") from None
-        elif self._meta_mode in ("dict", "json"):
-            page.meta_values.append(None)
+            elif mode != "drop":
+                page.meta_json.append(None if meta is None else _meta_json(meta))
+        except RecursionError:
+            raise _Bad(field="metadata", reason="is nested too deeply to flatten") from None
         page.user_id.append(user_id)
         page.time.append(time_utc)
         page.impact.append(impact)
@@ -331,12 +256,52 @@ class PageChecker:
         if customer is not None:
             for column, value in zip(page.customer, customer, strict=True):
                 column.append(value)
-        if extra:
-            _add_sparse(page.extra, extra, row)
-            if impact < 0:
-                page.orphans.append((row, extra))
-        if customer_extra:
-            _add_sparse(page.customer_extra, customer_extra, row)
+
+    def _chunk(self, page: _Rows, times: list[int]) -> Chunk:
+        n = len(page.user_id)
+        text = self._string_type
+
+        def dense(values: list[Any], field: str) -> pa.ChunkedArray:
+            return pa.chunked_array([_arrow_text(values, field, range(n), text)])
+
+        def sparse(stores: dict[str, _Sparse], field: str | None) -> dict[str, pa.ChunkedArray]:
+            out = {}
+            for key, store in stores.items():
+                values = _arrow_text(store.values, field or key, store.rows, text)
+                if len(store.rows) < n:
+                    index = np.full(n, -1, dtype=np.int64)
+                    index[store.rows] = np.arange(len(store.rows))
+                    values = values.take(pa.array(index, mask=index < 0))
+                out[key] = pa.chunked_array([values])
+            return out
+
+        kinds = {}
+        for key, store in page.meta.items():
+            if store.kinds is not None:
+                kind = np.zeros(n, dtype=np.int8)
+                kind[store.rows] = store.kinds
+                kinds[key] = kind
+        customers = None
+        if self._customers:
+            customers = tuple(
+                dense(values, name)
+                for values, name in zip(page.customer, CUSTOMER_COLUMNS, strict=True)
+            )
+        mode = self._metadata
+        return Chunk(
+            dense(page.user_id, "user_id"),
+            customers,
+            np.array(times, dtype=np.int64),
+            np.array(page.impact, dtype=np.int8),
+            np.array(page.amount, dtype=np.int64),
+            dense(page.category, "category"),
+            sparse(page.meta, "metadata") if mode == "columns" else None,
+            meta_kind=kinds,
+            meta_json=dense(page.meta_json, "metadata") if mode in ("dict", "json") else None,
+            extra=sparse(page.extra, None),
+            customer_extra=sparse(page.customer_extra, None),
+            starts=np.zeros(1, dtype=np.int64),
+        )
 
     def _parse_times(self, times: list[str], records: list[Any], n_added: int) -> list[int]:
         """Milliseconds since the epoch of a page's timestamps (vectorized, checked)."""
@@ -363,17 +328,37 @@ class PageChecker:
             problem = _time_problem(text)
             if problem:
                 bad = _Bad(field="time_utc", reason=problem)
-                raise self._record_error(bad, i, records[i], n_added)
+                raise _record_error(bad, i, records[i], n_added)
         msg = f"time_utc of a record in this page of {self._records_key} could not be parsed"
         raise ValidationError(msg, field="time_utc")  # pragma: no cover - Arrow and re disagree
 
-    @staticmethod
-    def _record_error(bad: _Bad, i: int, record: Any, n_added: int) -> ValidationError:
-        where = f"record {i} of the page (record {n_added + i} overall"
-        if isinstance(record, dict):
-            for name in ("user_id", "time_utc"):
-                value = record.get(name)
-                if isinstance(value, str):
-                    where += f", {name}={_short(value)}"
-        msg = f"{where}): {bad.field} {bad.reason}"
-        return ValidationError(msg, field=bad.field, record=record)
+
+class _BadText(Exception):
+    def __init__(self, bad: _Bad, row: int) -> None:
+        super().__init__(bad.reason)
+        self.bad, self.row = bad, row
+
+
+def _arrow_text(values: list[Any], field: str, rows: Any, text: pa.DataType) -> pa.Array:
+    """An Arrow string array; a string Arrow cannot hold (a lone surrogate) is reported."""
+    try:
+        return pa.array(values, text)
+    except UnicodeEncodeError:
+        for i, value in enumerate(values):
+            try:
+                value is None or value.encode("utf-8")
+            except UnicodeEncodeError:
+                reason = f"{_short(value)} is not valid Unicode text (it holds a lone surrogate)"
+                raise _BadText(_Bad(field=field, reason=reason), rows[i]) from None
+        raise
+
+
+def _record_error(bad: _Bad, i: int, record: Any, n_added: int) -> ValidationError:
+    where = f"record {i} of the page (record {n_added + i} overall"
+    if isinstance(record, dict):
+        for name in ("user_id", "time_utc"):
+            value = record.get(name)
+            if isinstance(value, str):
+                where += f", {name}={_short(value)}"
+    msg = f"{where}): {bad.field} {bad.reason}"
+    return ValidationError(msg, field=bad.field, record=record)

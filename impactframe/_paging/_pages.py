@@ -19,7 +19,7 @@ import msgspec
 
 from ..errors import PaginationError, ValidationError
 
-__all__ = ["Page", "RawPage", "parse_page", "parse_raw_page", "walk"]
+__all__ = ["JsonFloat", "Page", "RawPage", "loads", "parse_page", "parse_raw_page", "walk"]
 
 _P = TypeVar("_P", "Page", "RawPage")
 _TWO_DIGITS = re.compile(rb"(?=[0-9]{2})")
@@ -43,6 +43,63 @@ class Page:
     #: Fields of the response body other than the records and the cursor, by name (SPEC §3:
     #: nothing the API sent is dropped silently; the fetch loop warns about them).
     extra: tuple[str, ...] = ()
+
+
+class JsonFloat(float):
+    """A JSON number with a fraction or an exponent (or ``NaN``/``Infinity``) that keeps the
+    text it was sent as: ``1E2`` stays ``"1E2"``, ``1e400`` does not become ``Infinity``.
+
+    Examples
+    --------
+    >>> loads(b'[1E2, 1e400]')[1].text
+    '1e400'
+    """
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> JsonFloat:
+        number = float.__new__(cls, text)
+        number.text = text
+        return number
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _type(value: object) -> str:
+    return "float" if isinstance(value, float) else type(value).__name__
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        name = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        names = ", ".join(repr(k) for k in list(obj)[:4])
+        msg = (
+            f"{name}: the name appears twice in one JSON object (of the names {names}); "
+            "which value was meant is ambiguous"
+        )
+        raise ValidationError(msg, field=name)
+    return obj
+
+
+def loads(body: bytes | str) -> Any:
+    """``json.loads`` that refuses a name given twice in an object (``ValidationError``, never
+    "the last one wins") and reads non-integer numbers as `JsonFloat` (their text kept).
+
+    Examples
+    --------
+    >>> loads(b'{"a": 1, "a": 2}')
+    Traceback (most recent call last):
+    ...
+    impactframe.errors.ValidationError: a: the name appears twice in one JSON object (of the \
+names 'a'); which value was meant is ambiguous
+    """
+    return json.loads(
+        body, object_pairs_hook=_unique_names, parse_float=JsonFloat, parse_constant=JsonFloat
+    )
 
 
 def parse_page(body: object, records_key: str) -> Page:
@@ -74,18 +131,18 @@ def parse_page(body: object, records_key: str) -> Page:
     Page(records=[], cursor=None, extra=())
     """
     if not isinstance(body, dict):
-        msg = f"response body: expected a JSON object, got {type(body).__name__}"
+        msg = f"response body: expected a JSON object, got {_type(body)}"
         raise ValidationError(msg, field="response body")
     if records_key not in body:
         msg = f"{records_key}: missing from the response body (fields: {sorted(body)!r})"
         raise ValidationError(msg, field=records_key)
     records = body[records_key]
     if not isinstance(records, list):
-        msg = f"{records_key}: expected a list of records, got {type(records).__name__}"
+        msg = f"{records_key}: expected a list of records, got {_type(records)}"
         raise ValidationError(msg, field=records_key)
     cursor = body.get("cursor")
     if cursor is not None and not isinstance(cursor, str):
-        msg = f"cursor: expected a string or null, got {type(cursor).__name__} {cursor!r:.60}"
+        msg = f"cursor: expected a string or null, got {_type(cursor)} {cursor!r:.60}"
         raise ValidationError(msg, field="cursor")
     return Page(records, cursor or None, _extra_fields(body, records_key))
 
@@ -143,13 +200,20 @@ def _loose_envelope(body: bytes, records_key: str) -> RawPage | None:
     """The envelope of a body with fields besides the records and the cursor, or ``None`` when
     its shape is not one `parse_page` accepts (then ``json.loads`` and `parse_page` decide)."""
     fields = _FIELDS.decode(body)
-    if records_key not in fields:
+    if records_key not in fields or not _once(body, records_key):
         return None
     records = _RAW_LIST.decode(fields[records_key])
     cursor = msgspec.json.decode(fields.get("cursor", b"null"))
     if cursor is not None and not isinstance(cursor, str):
         return None
     return RawPage(body, len(records), cursor or None, extra=_extra_fields(fields, records_key))
+
+
+def _once(body: bytes, records_key: str) -> bool:
+    """Whether the envelope names the records and the cursor at most once each (msgspec
+    keeps the last of two; `loads` refuses them). A record may hold such a name too: then
+    `loads` decides, slower but the same."""
+    return body.count(b'"%s"' % records_key.encode()) == 1 and body.count(b'"cursor"') <= 1
 
 
 def _may_hold_a_long_int(body: bytes) -> bool:
@@ -213,11 +277,11 @@ def parse_raw_page(body: bytes, records_key: str) -> RawPage:
                     return loose
             else:
                 cursor = envelope.cursor
-                if cursor is None or isinstance(cursor, str):
+                if _once(body, records_key) and (cursor is None or isinstance(cursor, str)):
                     return RawPage(body, len(envelope.records), cursor or None)
         except (ValueError, RecursionError, msgspec.MsgspecError):
             pass  # json.loads below gives the error (or the page) the reference path gives
-    page = parse_page(json.loads(body), records_key)
+    page = parse_page(loads(body), records_key)
     return RawPage(None, len(page.records), page.cursor, page.records, page.extra)
 
 

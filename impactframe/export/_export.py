@@ -1,8 +1,8 @@
 """Streaming export of a whole history into a hive-partitioned Parquet dataset (SPEC §7).
 
 Pages are gathered into batches of about ``batch_records`` records; each batch goes through a
-reference `FrameBuilder` of its own (the builder whose frames the loaders' `FastFrameBuilder`
-reproduces: same checks, validation and dtypes), becomes an Arrow table and is written as new
+`FrameBuilder` of its own (the loaders' builder: same checks, validation and dtypes; the repeat
+rule continued from one batch to the next), becomes an Arrow table and is written as new
 files, one per partition (``year=2024/month=09/part-00003-<run>.parquet``). Memory is bounded by
 one batch, never by the history.
 
@@ -28,13 +28,15 @@ from typing import Any
 
 from .._cache._key import query_json
 from .._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS
-from .._frame._reference import FrameBuilder
+from .._frame._builder import FrameBuilder
+from .._frame._drift import Findings
 from .._paging._concurrent import iter_record_pages
 from .._params import check_choice
 from .._prepare import DateLike, Plan, connect, prepare
 from .._progress import _progress_bar
+from .._warn import warn_all
 from ..client._client import Client
-from ._batches import _batches, _finish_batch
+from ._batches import _batches
 from ._place import (
     _hold_run_lock,
     _place,
@@ -325,7 +327,7 @@ def _write_dataset(
         temporary.mkdir()
         writer = _DatasetWriter(temporary, partition_keys, run_id, _description(plan))
         written = 0
-        warned: set[tuple[type[Warning], str]] = set()
+        found = Findings(ENDPOINTS[endpoint][1])
         with _progress_bar(plan.progress, f"impactframe export {endpoint}") as bar:
             pages = iter_record_pages(
                 client,
@@ -340,14 +342,15 @@ def _write_dataset(
             )
             frames = _batches(
                 pages,
-                lambda: FrameBuilder(endpoint, **builder_options),
-                functools.partial(_finish_batch, warned=warned),
+                lambda repeats: FrameBuilder(endpoint, **builder_options, repeats=repeats),
+                found,
                 batch_size,
             )
             for number, frame in enumerate(frames):
                 writer.write_batch(frame, number)
                 written += len(frame)
                 del frame  # the next batch is built without this one in memory
+        warn_all(found.messages())  # once per export, at the user's line
         empty = FrameBuilder(endpoint, **builder_options).finish()
         metadata_columns = plan.metadata_prefix if plan.metadata == "columns" else None
         schema = writer.finish(empty, metadata_columns)

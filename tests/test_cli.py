@@ -349,7 +349,8 @@ def test_no_parser_accepts_abbreviations() -> None:
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
     assert isinstance(subparsers, dict)
     assert parser.allow_abbrev is False
-    assert set(subparsers) == {"fetch", "export", "summary", "demo", "sandbox", "cache", "reconcile"}
+    commands = {"fetch", "export", "summary", "demo", "sandbox", "cache", "reconcile"}
+    assert set(subparsers) == commands
     assert all(p.allow_abbrev is False for p in subparsers.values())
     options = {o for p in subparsers.values() for a in p._actions for o in a.option_strings}
     assert "--api-key" not in options

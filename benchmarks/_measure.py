@@ -98,7 +98,7 @@ def _bodies(url: str, key: str) -> list[bytes]:
     """Every page body of the customer endpoint, as the API sent it."""
     import requests
 
-    from impactframe._paging._pages import parse_raw_page
+    from impactframe._paging._pages import parse_page
 
     bodies, cursor = [], None
     with requests.Session() as session:
@@ -107,7 +107,7 @@ def _bodies(url: str, key: str) -> list[bytes]:
             response = session.get(url + PATH, params=params, headers={"x-api-key": key})
             response.raise_for_status()
             bodies.append(response.content)
-            cursor = parse_raw_page(response.content, ENDPOINT).cursor
+            cursor = parse_page(response.content, ENDPOINT).cursor
             if not cursor:
                 return bodies
 
@@ -262,7 +262,7 @@ def concurrency(url: str, key: str, workers: str) -> dict[str, Any]:
     def run() -> Any:
         return ifr.load_customer_records(
             api_key=key, base_url=url, page_size=PAGE_SIZE, progress=False,
-            concurrency=int(workers),
+            concurrency="auto" if workers == "auto" else int(workers),
         )  # fmt: skip
 
     df, timing = _timed(run)

@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from .._constants import IMPACT_TYPES
 from .._dtypes import CUSTOMER_COLUMNS, DTYPES, STRING, fixed_columns
-from .._paging._pages import RawPage, parse_page
+from .._paging._pages import Page, decode_page
 from ._arrow_reader import NO_ROWS, Chunk, PageReader, readable
 from ._options import FrameOptions
 from ._python_reader import PageChecker
@@ -156,13 +156,13 @@ class FastFrameBuilder(FrameOptions):
         self.flush()
         return self._add_records(records)
 
-    def add_raw(self, page: RawPage | bytes) -> None:
-        """Take one page as the client fetched it (see `Client.iter_raw_pages`).
+    def add_raw(self, page: Page | bytes) -> None:
+        """Take one page as the walk fetched it (see `impactframe._paging._concurrent.iter_pages`).
 
         Parameters
         ----------
-        page : RawPage or bytes
-            A page, or a response body that `impactframe._paging.parse_raw_page` accepts.
+        page : Page or bytes
+            A page, or a response body that `impactframe._paging._pages.parse_page` accepts.
             Bodies wait until about ``batch_bytes`` of them are there; each batch is then
             parsed on a worker thread while the previous one is checked.
 
@@ -178,8 +178,8 @@ class FastFrameBuilder(FrameOptions):
         >>> builder.flush(); len(builder)
         0
         """
-        checked = isinstance(page, RawPage)  # parse_raw_page checked that it is UTF-8
-        if isinstance(page, RawPage):
+        checked = isinstance(page, Page)  # parse_page checked that it is UTF-8
+        if isinstance(page, Page):
             if page.body is None:
                 self.flush()
                 self._add_records(page.records or [])
@@ -249,7 +249,7 @@ class FastFrameBuilder(FrameOptions):
 
     def _records_of(self, body: bytes) -> list[Any]:
         self._slow_pages += 1  # a body the reference checks (tests and benchmarks watch this)
-        return parse_page(json.loads(body), self._records_key).records
+        return decode_page(json.loads(body), self._records_key).records
 
     def _take_simple(self, bodies: list[bytes], *, tried: bool = False) -> None:
         """Take simple bodies in order: with Arrow where it can, halving a batch that fails

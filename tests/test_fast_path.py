@@ -32,14 +32,9 @@ from impactframe._constants import ENDPOINTS, IMPACT_TYPES
 from impactframe._frame._arrow_reader import has_null, milliseconds
 from impactframe._frame._builder import FastFrameBuilder
 from impactframe._frame._reference import FrameBuilder
-from impactframe._paging._concurrent import iter_raw_pages, iter_record_pages
-from impactframe._paging._pages import (
-    Page,
-    RawPage,
-    _may_hold_a_long_int,
-    parse_page,
-    parse_raw_page,
-)
+from impactframe._paging._cap import get_page, walk_query
+from impactframe._paging._concurrent import iter_pages
+from impactframe._paging._pages import Page, _may_hold_a_long_int, decode_page, parse_page
 from impactframe._params import normalize_query
 from impactframe.client import Client
 from impactframe.client import _pooled as _transport
@@ -66,7 +61,7 @@ def reference(bodies: list[bytes], endpoint: str, **options: Any) -> Any:
     def build() -> pd.DataFrame:
         builder = FrameBuilder(endpoint, **options)
         for body in bodies:
-            builder.add(parse_page(json.loads(body), ENDPOINTS[endpoint][1]).records)
+            builder.add(decode_page(json.loads(body), ENDPOINTS[endpoint][1]).records)
         return builder.finish()
 
     return outcome(build)
@@ -77,9 +72,9 @@ def fast(bodies: list[bytes], endpoint: str, *, raw_pages: bool = True, **option
 
     def build() -> pd.DataFrame:
         for body in bodies:
-            page: RawPage | bytes = body
+            page: Page | bytes = body
             if raw_pages:
-                page = parse_raw_page(body, ENDPOINTS[endpoint][1])
+                page = parse_page(body, ENDPOINTS[endpoint][1])
             builder.add_raw(page)
         return builder.finish()
 
@@ -483,7 +478,7 @@ def test_long_integers_always_go_to_json_loads(pad: int, digits: int) -> None:
     body = b" " * pad + b'{"user_records": [], "n": ' + b"7" * digits + b"}"
     assert _may_hold_a_long_int(body)
     with pytest.raises(ValueError, match="integer string conversion"):
-        parse_raw_page(body, "user_records")
+        parse_page(body, "user_records")
 
 
 JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5))
@@ -512,14 +507,14 @@ JSON_VALUES = st.recursive(
     ),
     spaced=st.booleans(),
 )
-def test_raw_envelope_reading_equals_parse_page(body: Any, spaced: bool) -> None:
+def test_raw_envelope_reading_equals_decode_page(body: Any, spaced: bool) -> None:
     text = json.dumps(body, separators=(", ", ": ") if spaced else (",", ":")).encode()
     try:
-        expected: Any = parse_page(json.loads(text), "user_records")
+        expected: Any = decode_page(json.loads(text), "user_records")
     except ValidationError as exc:
         expected = (exc.field, str(exc))
     try:
-        page = parse_raw_page(text, "user_records")
+        page = parse_page(text, "user_records")
     except ValidationError as exc:
         got: Any = (exc.field, str(exc))
     else:
@@ -543,11 +538,11 @@ def test_raw_envelope_reading_equals_parse_page(body: Any, spaced: bool) -> None
 )
 def test_raw_envelope_errors_are_the_ones_json_loads_gives(body: bytes) -> None:
     try:
-        expected: Any = parse_page(json.loads(body), "user_records")
+        expected: Any = decode_page(json.loads(body), "user_records")
     except ValueError as exc:
         expected = (type(exc), str(exc))
     try:
-        got: Any = parse_raw_page(body, "user_records")
+        got: Any = parse_page(body, "user_records")
     except ValueError as exc:
         got = (type(exc), str(exc))
     else:
@@ -562,8 +557,8 @@ def test_raw_envelope_errors_are_the_ones_json_loads_gives(body: bytes) -> None:
 def test_raw_pages_walk_like_pages(sandbox: SandboxServer) -> None:
     query = normalize_query("customer_records", page_size=300, sort_order="desc")
     with Client(sandbox.api_key, base_url=sandbox.url) as client:
-        pages_ = list(client.iter_pages("customer_records", query, max_records=1234))
-        raw = list(client.iter_raw_pages("customer_records", query, max_records=1234))
+        pages_ = list(walk_query(client, "customer_records", query, max_records=1234))
+        raw = list(iter_pages(client, "customer_records", query, max_records=1234))
     assert [(p.count, p.cursor) for p in raw] == [(len(p.records), p.cursor) for p in pages_]
     decoded = [r for p in raw for r in json.loads(p.body or b"{}").get("customer_records", [])]
     assert decoded[:1000] == [r for p in pages_ for r in p.records][:1000]
@@ -571,12 +566,12 @@ def test_raw_pages_walk_like_pages(sandbox: SandboxServer) -> None:
 
 def test_own_session_goes_through_the_pooled_route(sandbox: SandboxServer) -> None:
     with Client(sandbox.api_key, base_url=sandbox.url) as client:
-        client.get_page("records", {"limit": "3"})
+        get_page(client, "records", {"limit": "3"})
         assert isinstance(client._route, _transport.Route)
         assert _transport.usable(client._route, sandbox.url + "/v1/records")
         client._session.cookies.set("seen", "1")  # requests would send it: requests sends
         assert not _transport.usable(client._route, sandbox.url + "/v1/records")
-        assert len(client.get_page("records", {"limit": "3"}).records) == 3
+        assert len(get_page(client, "records", {"limit": "3"}).records) == 3
 
 
 def test_a_proxy_from_the_environment_keeps_requests_in_charge(
@@ -586,7 +581,7 @@ def test_a_proxy_from_the_environment_keeps_requests_in_charge(
     monkeypatch.setenv("NO_PROXY", "")
     with Client(sandbox.api_key, base_url=sandbox.url, max_retries=0) as client:
         with pytest.raises(ifr.APIError, match=r"ProxyError|ConnectionError"):
-            client.get_page("records", {"limit": "1"})
+            get_page(client, "records", {"limit": "1"})
         assert client._route is None
 
 
@@ -607,10 +602,8 @@ def test_loader_equals_the_reference_end_to_end(make_sandbox: Any, concurrency: 
     server.inject(Fault("repeat"), times=3)
     with Client(server.api_key, base_url=server.url) as client:
         builder = FrameBuilder("customer_records")
-        for records in iter_record_pages(
-            client, "customer_records", query, concurrency=concurrency
-        ):
-            builder.add(records)
+        for page in iter_pages(client, "customer_records", query, concurrency=concurrency):
+            builder.add(page.records)
     pd.testing.assert_frame_equal(got, builder.finish())
 
 
@@ -627,7 +620,7 @@ def test_a_bad_record_wins_over_a_later_network_failure(make_sandbox: Any) -> No
     server.inject(Fault("status", status=500), times=None)
     client = Client(server.api_key, base_url=server.url, max_retries=0)
     with pytest.raises(ValidationError) as info:
-        ifr.load_records(client=client, page_size=100, progress=False)
+        ifr.load_records(client=client, page_size=100, progress=False, concurrency=1)
     assert info.value.field == "tree_planted"
     assert "record 50 of the page (record 150 overall" in str(info.value)
     client.close()
@@ -637,7 +630,7 @@ def test_the_fetch_thread_stops_when_the_caller_does(sandbox: SandboxServer) -> 
     import threading
 
     with Client(sandbox.api_key, base_url=sandbox.url) as client:
-        pages_ = iter_raw_pages(client, "records", normalize_query("records", page_size=10))
+        pages_ = iter_pages(client, "records", normalize_query("records", page_size=10))
         next(pages_)
         pages_.close()
     for thread in threading.enumerate():

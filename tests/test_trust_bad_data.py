@@ -276,6 +276,7 @@ def test_malformed_page_is_a_clear_error(
             page_size=10,
             cache=tmp_path,
             progress=False,
+            concurrency=1,  # the injected pages answer one chain's requests in order
         )
     exc = info.value
     assert type(exc) is error

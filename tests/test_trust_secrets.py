@@ -214,7 +214,7 @@ def test_the_key_appears_nowhere(
         other.inject(Fault("repeat"), times=1)
         expect_error(evidence, "repeated cursor", ifr.PaginationError,
                      lambda: ifr.load_records(api_key="someone-else", base_url=other.url,
-                                              page_size=1))  # fmt: skip
+                                              page_size=1, concurrency=1))  # fmt: skip
         for where, call in {
             "page_size": lambda: ifr.load_records(page_size=0, **conn),
             "key with a space": lambda: ifr.Client(KEY + " x", base_url=server.url),

@@ -114,8 +114,8 @@ def _add_sandbox(commands: Commands, parents: list[Parser]) -> None:
         "--rate-limit",
         type=_checked(float, lambda v: 0.0 < v < float("inf"), "requests per second > 0"),
         default=None,
-        metavar="R",
-        help="past R requests per second, answer 429 with Retry-After (a gateway's limit)",
+        metavar="N",
+        help="past N requests per second, answer 429 with Retry-After (a gateway's limit)",
     )
     parser.add_argument(
         "--allow-remote",

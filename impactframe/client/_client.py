@@ -1,9 +1,10 @@
 """The HTTP client: one pooled ``requests`` session, the key header, retries and error mapping.
 
-`Client.get_json` is the only place that touches the network. Its decisions (retry or not, how
-long to wait, where the next page is) come from the pure modules `_retry` and `_paging`. Beside
-it: `_client_security` (the key and the base URL, checked; the key masked), `_client_errors`
-(a failed exchange to the exception SPEC §4 names) and `_client_walk` (the capped cursor walk).
+`Client.get_json` and `Client.get_body` are the only places that touch the network. Their
+decisions (retry or not, how long to wait) come from the pure module `_retry`. Beside it:
+`_secrets` (the key and the base URL, checked; the key masked) and `_errors` (a failed exchange
+to the exception SPEC §4 names). Pages and cursor walks live above, in `impactframe._paging`,
+which calls `get_body`; a walk abandons a request's retry wait through its ``cancel`` event.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ def _moment(text: str) -> datetime | None:
     if match is None:  # pragma: no cover - _ACCEPTED is narrower than _PARTS
         return None
     try:
-        parts = (int(match[k]) for k in range(1, 7))
-        moment = datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+        year, month, day, hour, minute, second = (int(match[k]) for k in range(1, 7))
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:
         return None
     return moment + timedelta(milliseconds=int((match[7] or "0")[:3].ljust(3, "0")))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._constants import ENDPOINTS
@@ -127,7 +127,7 @@ def walk_query(
     max_records: int | None = None,
     cancel: threading.Event | None = None,
     gate: Gate | None = None,
-) -> Iterator[Page]:
+) -> Generator[Page, None, None]:
     """The pages of ``query`` on one cursor chain, each checked against it; lazily.
 
     Arguments are checked at once; the first request is sent on the first ``next()``.
@@ -145,7 +145,7 @@ def _chain(
     cap: int | None,
     cancel: threading.Event | None,
     gate: Gate | None,
-) -> Iterator[Page]:
+) -> Generator[Page, None, None]:
     remaining = cap
     on_retry = gate.throttled if gate is not None else None
 

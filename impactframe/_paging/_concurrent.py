@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -325,7 +325,7 @@ def iter_pages(
     on_page: OnPage | None = None,
     page_budget: int | None = None,
     prefetch: int = PREFETCH_PAGES,
-) -> Iterator[Page]:
+) -> Generator[Page, None, None]:
     """Yield every page of ``query`` in the requested order, each checked against the query.
 
     Parameters
@@ -389,7 +389,7 @@ def _pages(
     on_page: OnPage | None,
     budget: int | None,
     prefetch: int,
-) -> Iterator[Page]:
+) -> Generator[Page, None, None]:
     span = _Span(query)
     pages: Iterator[Page]
     if chains > 1 and cap is None:
@@ -410,7 +410,7 @@ def _pages(
                 _warn_extra_fields(page.extra, warned, endpoint)
             yield page
     finally:
-        close = getattr(pages, "close", None)
+        close = getattr(pages, "close", None)  # a generator: end its threads now
         if close is not None:
             close()
 

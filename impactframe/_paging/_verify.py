@@ -104,8 +104,8 @@ def _check_kinds(facts: list[Any], wanted: tuple[str, ...]) -> None:
             i = next(i for i, value in enumerate(values) if value is not msgspec.UNSET)
             rule = f"it is a {kind} record, not of the requested filter_by={list(wanted)!r}"
             raise _fail(i, facts[i], kind, rule)
-    for i, values in enumerate(map(attrgetter(*wanted, "user_id"), facts)):
-        if all(value is msgspec.UNSET for value in values[:-1]):
+    for i, held in enumerate(map(attrgetter(*wanted, "user_id"), facts)):
+        if all(value is msgspec.UNSET for value in held[:-1]):
             rule = f"it holds none of the requested impact types filter_by={list(wanted)!r}"
             raise _fail(i, facts[i], "impact type", rule)
 

@@ -46,6 +46,7 @@ def get_page(
     *,
     cancel: threading.Event | None = None,
     on_retry: Callable[[int | None, float], None] | None = None,
+    customers: bool = False,
 ) -> Page:
     """Fetch one page of an endpoint (with the client's retries) and check its shape.
 
@@ -58,6 +59,8 @@ def get_page(
         Query parameters, e.g. from `Query.to_params`.
     cancel, on_retry
         As for `Client.get_body`.
+    customers : bool
+        Read each record's ``customer`` for the page checks (see `parse_page`).
 
     Returns
     -------
@@ -88,7 +91,7 @@ def get_page(
     return client.get_body(
         path,
         params,
-        parse=lambda body: parse_page(body, records_key),
+        parse=lambda body: parse_page(body, records_key, customers=customers),
         cancel=cancel,
         on_retry=on_retry,
     )
@@ -148,6 +151,7 @@ def _chain(
 ) -> Generator[Page, None, None]:
     remaining = cap
     on_retry = gate.throttled if gate is not None else None
+    customers = query.customer_email is not None  # only then is the customer read
 
     def fetch(cursor: str | None) -> Page:
         limit = query.page_size
@@ -157,9 +161,11 @@ def _chain(
             limit = min(query.page_size, remaining + (cursor is not None))
         params = query.to_params(cursor=cursor, limit=limit)
         if gate is None or cancel is None:
-            return get_page(client, endpoint, params, cancel=cancel)
+            return get_page(client, endpoint, params, cancel=cancel, customers=customers)
         with gate.slot(cancel):
-            page = get_page(client, endpoint, params, cancel=cancel, on_retry=on_retry)
+            page = get_page(
+                client, endpoint, params, cancel=cancel, on_retry=on_retry, customers=customers
+            )
         gate.succeeded()
         return page
 

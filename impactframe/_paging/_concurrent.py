@@ -15,12 +15,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from .._params import Query, reject
 from .._time import canonical_time
@@ -31,6 +30,7 @@ from ._cap import check_walk, walk_query
 from ._gate import Gate
 from ._handoff import Handoff, WindowPages
 from ._pages import Page
+from ._prefetch import prefetch_pages
 from ._windows import split_windows
 
 if TYPE_CHECKING:
@@ -141,53 +141,6 @@ def open_windows(
         out[0] = (query.start_date, out[0][1])
         out[-1] = (out[-1][0], query.end_date)
     return out
-
-
-def _prefetch(make: Callable[[threading.Event], Iterator[Page]], depth: int) -> Iterator[Page]:
-    """Yield from ``make(cancel)``, which a background thread reads up to ``depth`` pages ahead.
-
-    The thread does the waiting on the network while the caller converts; its exceptions are
-    raised here, after the pages it got before them. Stopping early sets ``cancel``: the thread
-    stops after the request it is in, or at once from a retry wait.
-    """
-    items: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    pages = make(stop)
-
-    def hand(ok: bool, item: object) -> None:
-        while not stop.is_set():
-            try:
-                items.put((ok, item), timeout=0.05)
-                return
-            except queue.Full:
-                continue
-
-    def work() -> None:
-        try:
-            for page in pages:
-                hand(True, page)
-                if stop.is_set():
-                    return
-        except WalkAbandoned:
-            return
-        except BaseException as exc:  # handed to the caller, which raises it
-            hand(False, exc)
-        else:
-            hand(False, None)
-
-    thread = threading.Thread(target=work, name="impactframe-fetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = items.get()
-            if ok:
-                yield item
-            elif item is None:
-                return
-            else:
-                raise item
-    finally:
-        stop.set()
 
 
 def _walk_window(
@@ -395,7 +348,7 @@ def _pages(
     if chains > 1 and cap is None:
         pages = _adaptive(client, endpoint, query, chains, budget, span)
     elif prefetch:
-        pages = _prefetch(
+        pages = prefetch_pages(
             lambda cancel: walk_query(client, endpoint, query, max_records=cap, cancel=cancel),
             prefetch,
         )

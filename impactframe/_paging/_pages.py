@@ -21,7 +21,7 @@ import msgspec
 from .._constants import IMPACT_TYPES
 from ..errors import ValidationError
 
-__all__ = ["Facts", "Page", "decode_page", "page_of", "parse_page"]
+__all__ = ["CustomerFacts", "Facts", "Page", "decode_page", "page_of", "parse_page"]
 
 _TWO_DIGITS = re.compile(rb"(?=[0-9]{2})")
 
@@ -32,10 +32,12 @@ Facts = msgspec.defstruct(
     [
         ("user_id", object, None),
         ("time_utc", object, None),
-        ("customer", object, None),
         *((kind, object, msgspec.UNSET) for kind in IMPACT_TYPES),
     ],
 )
+#: `Facts` and the ``customer`` object, read only for a query by ``customer_email`` (building
+#: it doubles the cost of the read).
+CustomerFacts = msgspec.defstruct("CustomerFacts", [("customer", object, None)], bases=(Facts,))
 
 
 class Page:
@@ -105,7 +107,7 @@ def facts_of(records: list[Any]) -> list[Any]:
     for record in records:
         if isinstance(record, dict):
             try:
-                out.append(msgspec.convert(record, Facts, from_attributes=False, str_keys=True))
+                out.append(msgspec.convert(record, CustomerFacts, str_keys=True))
             except msgspec.ValidationError:  # pragma: no cover - every field accepts anything
                 continue
     return out
@@ -161,34 +163,38 @@ def _extra_fields(fields: dict[str, Any], records_key: str) -> tuple[str, ...]:
     return tuple(sorted(name for name in fields if name not in (records_key, "cursor")))
 
 
-def _envelope_decoders() -> dict[str, Any]:
-    # msgspec reads the envelope and each record's `Facts` without building the rest.
+def _envelope_decoders() -> dict[tuple[str, bool], tuple[Any, Any]]:
+    # msgspec reads the envelope and each record's facts without building the rest; by records
+    # key and whether the customer is read: (envelope decoder, records-only decoder).
     decoders = {}
     for key in ("user_records", "customer_records"):
-        # Unknown envelope fields are refused here and read by `_loose_envelope` (a body with
-        # one is rare, and must not lose it).
-        envelope = msgspec.defstruct(
-            "Envelope",
-            [("records", list[Facts]), ("cursor", object, None)],  # type: ignore[valid-type]
-            rename={"records": key},
-            forbid_unknown_fields=True,
-        )
-        decoders[key] = msgspec.json.Decoder(envelope)
+        for customers, facts in ((False, Facts), (True, CustomerFacts)):
+            # Unknown envelope fields are refused here and read by `_loose_envelope` (a body
+            # with one is rare, and must not lose it).
+            envelope = msgspec.defstruct(
+                "Envelope",
+                [("records", list[facts]), ("cursor", object, None)],  # type: ignore[valid-type]
+                rename={"records": key},
+                forbid_unknown_fields=True,
+            )
+            decoders[key, customers] = (
+                msgspec.json.Decoder(envelope),
+                msgspec.json.Decoder(list[facts]),  # type: ignore[valid-type]
+            )
     return decoders
 
 
 _DECODERS = _envelope_decoders()
 _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_FACTS_LIST = msgspec.json.Decoder(list[Facts])  # type: ignore[valid-type]
 
 
-def _loose_envelope(body: bytes, records_key: str) -> Page | None:
+def _loose_envelope(body: bytes, records_key: str, facts_decoder: Any) -> Page | None:
     """The page of a body with fields besides the records and the cursor, or ``None`` when its
     shape is not one `decode_page` accepts (then ``json.loads`` and `decode_page` decide)."""
     fields = _FIELDS.decode(body)
     if records_key not in fields:
         return None
-    facts = _FACTS_LIST.decode(fields[records_key])
+    facts = facts_decoder.decode(fields[records_key])
     cursor = msgspec.json.decode(fields.get("cursor", b"null"))
     if cursor is not None and not isinstance(cursor, str):
         return None
@@ -214,7 +220,7 @@ def _may_hold_a_long_int(body: bytes) -> bool:
     return False
 
 
-def parse_page(body: bytes, records_key: str) -> Page:
+def parse_page(body: bytes, records_key: str, *, customers: bool = False) -> Page:
     """Read a 2xx response body: same checks and errors as `decode_page` of ``json.loads``.
 
     Parameters
@@ -223,6 +229,8 @@ def parse_page(body: bytes, records_key: str) -> Page:
         A 2xx response body.
     records_key : str
         ``"user_records"`` or ``"customer_records"``.
+    customers : bool
+        Read each record's ``customer`` too (`CustomerFacts`), to check ``customer_email``.
 
     Returns
     -------
@@ -240,14 +248,15 @@ def parse_page(body: bytes, records_key: str) -> Page:
     >>> parse_page(b'{"user_records": [], "cursor": ""}', "user_records").cursor is None
     True
     """
-    decoder = _DECODERS.get(records_key)  # None for a key no endpoint has: json.loads reads it
-    if decoder is not None and not _may_hold_a_long_int(body):
+    # None for a key no endpoint has: json.loads reads it.
+    decoders = _DECODERS.get((records_key, customers))
+    if decoders is not None and not _may_hold_a_long_int(body):
         try:
             body.decode("utf-8")  # msgspec does not check the text of skipped values
             try:
-                envelope = decoder.decode(body)
+                envelope = decoders[0].decode(body)
             except msgspec.ValidationError:
-                loose = _loose_envelope(body, records_key)
+                loose = _loose_envelope(body, records_key, decoders[1])
                 if loose is not None:
                     return loose
             else:

@@ -10,7 +10,7 @@ Kinds:
 - ``impactframe``: ``load_customer_records`` over HTTP (page bodies to a validated frame).
 - ``naive``: a ``requests`` page loop + ``json.loads`` + ``pandas.json_normalize``.
 - ``sdk``: the official SDK's ``get_customer_records`` walk (``makeimpact``) + a DataFrame.
-- ``convert``: page bodies already in memory to the validated frame (``FastFrameBuilder``),
+- ``convert``: page bodies already in memory to the validated frame (``FrameBuilder``),
   with the validation's share and the frame's size.
 - ``cache``: ``load_customer_records(cache=ARG)``: fills the folder, or reads it back.
 - ``reference``: the same bodies through ``json.loads`` + the reference ``FrameBuilder``.
@@ -102,7 +102,7 @@ def _bodies(url: str, key: str) -> list[bytes]:
     """Every page body of the customer endpoint, as the API sent it."""
     import requests
 
-    from impactframe._paging._pages import parse_raw_page
+    from impactframe._paging._pages import parse_page
 
     bodies, cursor = [], None
     with requests.Session() as session:
@@ -111,7 +111,7 @@ def _bodies(url: str, key: str) -> list[bytes]:
             response = session.get(url + PATH, params=params, headers={"x-api-key": key})
             response.raise_for_status()
             bodies.append(response.content)
-            cursor = parse_raw_page(response.content, ENDPOINT).cursor
+            cursor = parse_page(response.content, ENDPOINT).cursor
             if not cursor:
                 return bodies
 
@@ -133,7 +133,7 @@ def _timed(func: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
 
 def impactframe(url: str, key: str, backend: str = "numpy_nullable") -> dict[str, Any]:
     import impactframe as ifr
-    from impactframe._frame._reference import empty_frame
+    from impactframe._frame._builder import empty_frame
 
     empty_frame(ENDPOINT, dtype_backend=backend)  # warm-up: pandera's schema, lazy imports
 
@@ -197,8 +197,7 @@ def sdk(url: str, key: str) -> dict[str, Any]:
 
 def convert(url: str, key: str, backend: str = "numpy_nullable") -> dict[str, Any]:
     import impactframe.schemas as schemas
-    from impactframe._frame._builder import FastFrameBuilder
-    from impactframe._frame._reference import empty_frame
+    from impactframe._frame._builder import FrameBuilder, empty_frame
 
     empty_frame(ENDPOINT, dtype_backend=backend)
     bodies = _bodies(url, key)
@@ -214,7 +213,7 @@ def convert(url: str, key: str, backend: str = "numpy_nullable") -> dict[str, An
     schemas.validate = timed_validate
 
     def run() -> Any:
-        builder = FastFrameBuilder(ENDPOINT, dtype_backend=backend)
+        builder = FrameBuilder(ENDPOINT, dtype_backend=backend)
         for body in bodies:
             builder.add_raw(body)
         return builder.finish()
@@ -231,7 +230,7 @@ def cache(url: str, key: str, folder: str) -> dict[str, Any]:
     The driver runs this twice in fresh processes: a read is timed in a process that did not
     write, as when yesterday's load is served today."""
     import impactframe as ifr
-    from impactframe._frame._reference import empty_frame
+    from impactframe._frame._builder import empty_frame
 
     empty_frame(ENDPOINT)
     kwargs: dict[str, Any] = {"api_key": key, "base_url": url, "progress": False, "cache": folder}
@@ -242,7 +241,7 @@ def cache(url: str, key: str, folder: str) -> dict[str, Any]:
 
 
 def reference(url: str, key: str) -> dict[str, Any]:
-    from impactframe._frame._reference import FrameBuilder, empty_frame
+    from impactframe._frame._builder import FrameBuilder, empty_frame
 
     empty_frame(ENDPOINT)
     bodies = _bodies(url, key)
@@ -259,14 +258,14 @@ def reference(url: str, key: str) -> dict[str, Any]:
 
 def concurrency(url: str, key: str, workers: str) -> dict[str, Any]:
     import impactframe as ifr
-    from impactframe._frame._reference import empty_frame
+    from impactframe._frame._builder import empty_frame
 
     empty_frame(ENDPOINT)
 
     def run() -> Any:
         return ifr.load_customer_records(
             api_key=key, base_url=url, page_size=PAGE_SIZE, progress=False,
-            concurrency=int(workers),
+            concurrency="auto" if workers == "auto" else int(workers),
         )  # fmt: skip
 
     df, timing = _timed(run)

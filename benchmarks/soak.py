@@ -54,7 +54,7 @@ import pandas as pd
 
 import impactframe as ifr
 from impactframe._cache._store import CacheKey, ParquetCache
-from impactframe._frame._reference import records_to_frame
+from impactframe._frame._builder import records_to_frame
 from impactframe._params import normalize_query
 from impactframe.sandbox import SandboxServer, generate_records
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from ._constants import DEFAULT_METADATA_PREFIX
 from ._dtypes import check_options
+from ._paging._concurrent import Concurrency, check_concurrency
 from ._params import Query, normalize_max_records, normalize_query, reject
 from .client._client import Client
 
@@ -39,7 +40,7 @@ class Plan:
     endpoint: str
     query: Query
     max_records: int | None
-    concurrency: int
+    concurrency: Concurrency
     progress: bool | None
     cache: CacheOption
     refresh: Refresh
@@ -56,8 +57,7 @@ class Plan:
         )
         concurrency, progress = self.concurrency, self.progress
         cache, refresh = self.cache, self.refresh
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            reject("concurrency", concurrency, "an int >= 1")
+        check_concurrency(concurrency)
         if progress is not None and not isinstance(progress, bool):
             reject("progress", progress, "True, False or None (automatic)")
         if not isinstance(cache, bool | str | os.PathLike) or cache == "":
@@ -85,7 +85,7 @@ def prepare(
     metadata: str = "columns",
     metadata_prefix: str = DEFAULT_METADATA_PREFIX,
     dtype_backend: str = "numpy_nullable",
-    concurrency: int = 1,
+    concurrency: Concurrency = "auto",
     progress: bool | None = None,
     cache: CacheOption = False,
     refresh: Refresh = False,
@@ -121,7 +121,7 @@ def prepare(
     >>> prepare("records", concurrency=0)
     Traceback (most recent call last):
     ...
-    ValueError: concurrency: 0 is not accepted; expected an int >= 1
+    ValueError: concurrency: 0 is not accepted; expected 'auto' or an int >= 1
     >>> prepare("records", refresh=True)
     Traceback (most recent call last):
     ...

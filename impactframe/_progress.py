@@ -11,10 +11,10 @@ import contextlib
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["_progress_bar"]
+__all__ = ["_progress_bar", "page_progress"]
 
 
 #: Bar width and screen height assumed when the terminal reports 0 (tqdm would draw nothing).
@@ -64,3 +64,32 @@ def _progress_bar(progress: bool | None, description: str) -> Iterator[Any]:
         yield bar
     finally:
         bar.close()
+
+
+def page_progress(bar: Any) -> Callable[[int, tuple[int, int] | None], None] | None:
+    """The ``on_page(records, days)`` of a walk that moves ``bar`` (``None`` when no bar).
+
+    While the days of the query's range are unknown the bar counts records; once a walk knows
+    them (dates given, or probed for date windows), it shows the days covered out of the total,
+    so tqdm can give an ETA, with the records counted beside.
+    """
+    if bar is None:
+        return None
+    records = 0
+
+    def update(count: int, days: tuple[int, int] | None) -> None:
+        nonlocal records
+        records += count
+        if days is None:
+            bar.update(count)
+            return
+        done, total = days
+        if bar.total != total:
+            bar.reset(total=total)
+            bar.unit = " days"
+            bar.unit_scale = False
+        bar.n = done
+        bar.set_postfix_str(f"{records:,} records", refresh=False)
+        bar.refresh()
+
+    return update

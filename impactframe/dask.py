@@ -26,7 +26,7 @@ import pandas as pd
 from ._constants import DTYPE_BACKENDS, ENDPOINTS, IMPACT_TYPES
 from ._frame._builder import FrameBuilder, empty_frame
 from ._frame._drift import Findings
-from ._paging._concurrent import date_bounds
+from ._paging._concurrent import date_bounds, open_windows
 from ._paging._windows import split_windows
 from ._params import Query, check_choice, normalize_query, reject
 from ._warn import warn_all
@@ -192,6 +192,7 @@ class _WindowReader:
             "metadata_prefix": _PREFIX,
             "dtype_backend": self.dtype_backend,
             "progress": False,
+            "concurrency": 1,  # Dask runs the partitions in parallel already
             "api_key": self.key.get(),
             "base_url": self.base_url,
         }
@@ -257,7 +258,9 @@ def _read(
         # Nothing matches now; one partition asks again when computed.
         windows = [(query.start_date, query.end_date)]
     else:
-        windows = list(split_windows(*bounds, n or _months(*bounds)))
+        # The outer windows stay as open as the query: the probed edge days only balance the
+        # partitions, and a server that misreports them cannot drop records (SPEC §4).
+        windows = open_windows(split_windows(*bounds, n or _months(*bounds)), query)
         if query.sort_order == "desc":
             windows.reverse()
     reader = _WindowReader(

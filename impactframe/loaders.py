@@ -17,10 +17,10 @@ import pandas as pd
 from ._cache import _store as _cache
 from ._constants import DEFAULT_METADATA_PREFIX
 from ._frame._builder import FrameBuilder
-from ._paging._concurrent import iter_raw_pages
+from ._paging._concurrent import Concurrency, iter_pages
 from ._params import Query
 from ._prepare import CacheOption, DateLike, Plan, Refresh, connect, prepare
-from ._progress import _progress_bar
+from ._progress import _progress_bar, page_progress
 from .client._client import Client
 
 __all__ = ["load_customer_records", "load_records"]
@@ -39,13 +39,13 @@ def _fetch_frame(
     # ``builder.finish`` (impactframe.dask reports the builder's findings itself).
     builder = FrameBuilder(plan.endpoint, **plan.builder_options)
     with _progress_bar(plan.progress, f"impactframe {plan.endpoint}") as bar:
-        pages = iter_raw_pages(
+        pages = iter_pages(
             client,
             plan.endpoint,
             query,
             max_records=plan.max_records,
             concurrency=plan.concurrency,
-            on_page=bar.update if bar is not None else None,
+            on_page=page_progress(bar),
         )
         failure: Exception | None = None
         try:
@@ -170,8 +170,10 @@ _COMMON_DOC = """
     refresh : bool or "full"
         With a cache: ``True`` fetches from the newest cached day on and merges;
         ``"full"`` rebuilds the cached result.
-    concurrency : int
-        Cursor chains walked at once over disjoint date windows; the rows are the same.
+    concurrency : "auto" or int
+        Cursor chains walked at once over disjoint date windows; the rows and their order are
+        the same. ``"auto"``: a history longer than one page is walked on up to 8 chains,
+        fewer while the API answers 429 (more again after successes); ``1``: one chain.
     progress : bool, optional
         A progress bar of records fetched; ``None`` shows it in notebooks and terminals.
     dtype_backend : {"numpy_nullable", "pyarrow"}
@@ -215,7 +217,7 @@ def load_records(
     metadata_prefix: str = DEFAULT_METADATA_PREFIX,
     cache: CacheOption = False,
     refresh: Refresh = False,
-    concurrency: int = 1,
+    concurrency: Concurrency = "auto",
     progress: bool | None = None,
     dtype_backend: str = "numpy_nullable",
     client: Client | None = None,
@@ -254,7 +256,7 @@ def load_customer_records(
     metadata_prefix: str = DEFAULT_METADATA_PREFIX,
     cache: CacheOption = False,
     refresh: Refresh = False,
-    concurrency: int = 1,
+    concurrency: Concurrency = "auto",
     progress: bool | None = None,
     dtype_backend: str = "numpy_nullable",
     client: Client | None = None,

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from impactframe import _accessor, aggregate, schemas
 from impactframe._constants import IMPACT_TYPES, UNITS
-from impactframe._frame._reference import records_to_frame
+from impactframe._frame._builder import records_to_frame
 from impactframe.errors import SchemaDriftWarning
 from impactframe.sandbox import generate_records
 

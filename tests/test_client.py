@@ -20,6 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from impactframe._constants import ENV_API_KEY, ENV_BASE_URL, IMPACT_TYPES, SANDBOX_URL
+from impactframe._paging._cap import get_page, walk_query
 from impactframe._params import normalize_query
 from impactframe.client import Client
 from impactframe.client import _pooled as _transport
@@ -87,7 +88,7 @@ def test_both_endpoints_walk_every_record(
     sandbox = make_sandbox(n_records=120, n_customer_records=80, seed=3)
     client = connect(sandbox)
     query = normalize_query(endpoint, page_size=50)
-    pages = list(client.iter_pages(endpoint, query))
+    pages = list(walk_query(client, endpoint, query))
     records = [r for page in pages for r in page.records]
     assert [len(p.records) for p in pages] == sizes
     assert pages[-1].cursor is None
@@ -104,7 +105,7 @@ def test_both_endpoints_walk_every_record(
 
 def test_get_page_and_get_json(sandbox: SandboxServer, connect: Callable[..., Client]) -> None:
     client = connect(sandbox)
-    page = client.get_page("customer_records", {"limit": "3", "sort_order": "desc"})
+    page = get_page(client, "customer_records", {"limit": "3", "sort_order": "desc"})
     assert len(page.records) == 3
     assert all("customer" in r for r in page.records)
     assert page.records[0]["time_utc"] >= page.records[-1]["time_utc"]
@@ -120,7 +121,7 @@ def test_sort_order_desc_and_dates_reach_the_server(
     query = normalize_query(
         "records", start_date="2022-01-01", end_date="2023-12-31", sort_order="desc"
     )
-    records = [r for p in client.iter_pages("records", query) for r in p.records]
+    records = [r for p in walk_query(client, "records", query) for r in p.records]
     assert records, "the generated data spans these years"
     assert all("2022-01-01" <= r["time_utc"][:10] <= "2023-12-31" for r in records)
     stamps = [r["time_utc"] for r in records]
@@ -132,7 +133,7 @@ def test_sort_order_desc_and_dates_reach_the_server(
 def test_repeated_filter_by(sandbox: SandboxServer, connect: Callable[..., Client]) -> None:
     client = connect(sandbox)
     query = normalize_query("records", filter_by=["waste_removed", "tree_planted"])
-    records = [r for p in client.iter_pages("records", query) for r in p.records]
+    records = [r for p in walk_query(client, "records", query) for r in p.records]
     assert sandbox.requests[0].params["filter_by"] == ["tree_planted", "waste_removed"]
     assert records
     assert all(("tree_planted" in r) or ("waste_removed" in r) for r in records)
@@ -151,7 +152,7 @@ def test_cursor_with_plus_slash_equals_survives(
     ]
     server = make_sandbox(records=records, customer_records=[])
     client = connect(server)
-    pages = list(client.iter_pages("records", normalize_query("records", page_size=1)))
+    pages = list(walk_query(client, "records", normalize_query("records", page_size=1)))
     sent = [r.params.get("cursor", [None])[0] for r in server.requests]
     cursors = [p.cursor for p in pages if p.cursor]
     joined = "".join(cursors)
@@ -171,12 +172,12 @@ def test_customer_email_travels_percent_encoded(
     client = connect(sandbox)
     email = next(
         r["customer"]["customer_email"]
-        for p in client.iter_pages("customer_records", normalize_query("customer_records"))
+        for p in walk_query(client, "customer_records", normalize_query("customer_records"))
         for r in p.records
     )
     sandbox.clear_log()
     query = normalize_query("customer_records", customer_email=email)
-    records = [r for p in client.iter_pages("customer_records", query) for r in p.records]
+    records = [r for p in walk_query(client, "customer_records", query) for r in p.records]
     assert records
     assert {r["customer"]["customer_email"] for r in records} == {email}
     assert sandbox.requests[0].params["customer_email"] == [email]
@@ -191,7 +192,7 @@ def test_plus_in_customer_email_is_not_a_space(
     server = make_sandbox(records=[], customer_records=records)
     client = connect(server)
     query = normalize_query("customer_records", customer_email="ada+impact@example.com")
-    got = [r for p in client.iter_pages("customer_records", query) for r in p.records]
+    got = [r for p in walk_query(client, "customer_records", query) for r in p.records]
     assert server.requests[0].params["customer_email"] == ["ada+impact@example.com"]
     assert len(got) == 3
 
@@ -218,7 +219,7 @@ def test_max_records_never_fetches_more_than_needed(
 ) -> None:
     client = connect(sandbox)
     query = normalize_query("records", page_size=10)
-    pages = list(client.iter_pages("records", query, max_records=max_records))
+    pages = list(walk_query(client, "records", query, max_records=max_records))
     assert [len(p.records) for p in pages] == sizes
     assert [r.params["limit"][0] for r in sandbox.requests] == limits
 
@@ -229,21 +230,19 @@ def test_max_records_above_the_total_just_ends(
     sandbox = make_sandbox(n_records=25, n_customer_records=0)
     client = connect(sandbox)
     query = normalize_query("records", page_size=10)
-    pages = list(client.iter_pages("records", query, max_records=500))
+    pages = list(walk_query(client, "records", query, max_records=500))
     assert [len(p.records) for p in pages] == [10, 10, 5]
     assert [r.params["limit"][0] for r in sandbox.requests] == ["10", "10", "10"]
 
 
-@pytest.mark.parametrize("raw", [False, True], ids=["Page", "RawPage"])
 def test_a_page_trimmed_to_max_records_keeps_its_unknown_fields(
-    sandbox: SandboxServer, connect: Callable[..., Client], raw: bool
+    sandbox: SandboxServer, connect: Callable[..., Client]
 ) -> None:
     records = generate_records(3, seed=SEED)
     body = json.dumps({"user_records": records, "has_more": False})
     sandbox.inject(Fault("status", status=200, body=body), times=1)
     client = connect(sandbox)
-    walk = client.iter_raw_pages if raw else client.iter_pages
-    pages = list(walk("records", normalize_query("records"), max_records=2))
+    pages = list(walk_query(client, "records", normalize_query("records"), max_records=2))
     assert len(pages) == 1
     assert pages[0].records == records[:2]  # cut: the API sent one record too many
     assert pages[0].extra == ("has_more",)
@@ -255,12 +254,12 @@ def test_iter_pages_checks_arguments_before_any_request(
     client = connect(sandbox)
     query = normalize_query("records")
     with pytest.raises(ValueError, match=r"^max_records: 0"):
-        client.iter_pages("records", query, max_records=0)
+        walk_query(client, "records", query, max_records=0)
     with pytest.raises(ValueError, match=r"^endpoint: 'users'"):
-        client.iter_pages("users", query)
+        walk_query(client, "users", query)
     customer_query = normalize_query("customer_records", customer_email="a@example.com")
     with pytest.raises(ValueError, match=r"^customer_email: only the 'customer_records'"):
-        client.iter_pages("records", customer_query)
+        walk_query(client, "records", customer_query)
     assert sandbox.requests == []
 
 
@@ -277,7 +276,7 @@ def test_bad_key_is_an_authentication_error_that_never_shows_the_key(
     raw = requests.get(f"{sandbox.url}/v1/records", headers={"x-api-key": SECRET}, timeout=5)
     client = connect(sandbox, api_key=SECRET)
     with pytest.raises(AuthenticationError) as info:
-        client.get_page("records", {})
+        get_page(client, "records", {})
     exc = info.value
     assert exc.status == raw.status_code == 401
     assert exc.message == raw.json()["message"]
@@ -317,7 +316,7 @@ def test_429_retry_after_is_honoured(
     caplog.set_level(logging.DEBUG, logger="impactframe")
     sandbox.inject(Fault("status", status=429, retry_after="2"), times=1, path="/v1/records")
     client = connect(sandbox)
-    page = client.get_page("records", {"limit": "5"})
+    page = get_page(client, "records", {"limit": "5"})
     assert len(page.records) == 5
     assert fake_sleep == [2.0]
     assert [r.status for r in sandbox.requests] == [429, 200]
@@ -341,7 +340,7 @@ def test_retry_after_is_capped_and_useless_values_fall_back(
 ) -> None:
     sandbox.inject(Fault("status", status=429, retry_after=header), times=1)
     client = connect(sandbox)
-    assert client.get_page("records", {"limit": "1"}).records
+    assert get_page(client, "records", {"limit": "1"}).records
     assert fake_sleep == expected
 
 
@@ -353,7 +352,7 @@ def test_429_retry_after_http_date_uses_the_clock(
     )
     client = connect(sandbox)
     client._now = lambda: dt.datetime(2024, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
-    client.get_page("records", {"limit": "1"})
+    get_page(client, "records", {"limit": "1"})
     assert fake_sleep == [7.0]
 
 
@@ -363,7 +362,7 @@ def test_429_without_retry_after_uses_backoff_then_rate_limit_error(
     sandbox.inject(Fault("status", status=429), times=None)
     client = connect(sandbox, max_retries=3)
     with pytest.raises(RateLimitError) as info:
-        client.get_page("records", {})
+        get_page(client, "records", {})
     assert info.value.status == 429
     assert fake_sleep == expected_backoff(3)
     assert len(sandbox.requests) == 4
@@ -375,7 +374,7 @@ def test_server_errors_then_success(
 ) -> None:
     sandbox.inject(Fault("status", status=status), times=2)
     client = connect(sandbox)
-    page = client.get_page("records", {"limit": "4"})
+    page = get_page(client, "records", {"limit": "4"})
     assert len(page.records) == 4
     assert [r.status for r in sandbox.requests] == [status, status, 200]
     assert fake_sleep == expected_backoff(2)
@@ -387,7 +386,7 @@ def test_persistent_500_gives_api_error_after_exactly_max_retries_plus_one(
     sandbox.inject(Fault("status", status=500), times=None)
     client = connect(sandbox, max_retries=4)
     with pytest.raises(APIError) as info:
-        client.get_page("records", {})
+        get_page(client, "records", {})
     assert type(info.value) is APIError
     assert info.value.status == 500
     assert len(sandbox.requests) == 5
@@ -407,7 +406,7 @@ def test_a_client_closed_while_a_retry_waits_sends_nothing_more(
 
     client._sleep = close_during_the_wait
     with pytest.raises(RuntimeError, match=r"closed while GET /v1/records waited for retry 1"):
-        client.get_page("records", {})
+        get_page(client, "records", {})
     assert len(waits) == 1
     assert [r.status for r in sandbox.requests] == [503]  # the retry was never sent
 
@@ -418,7 +417,7 @@ def test_max_retries_zero_means_one_request(
     sandbox.inject(Fault("status", status=503), times=None)
     client = connect(sandbox, max_retries=0)
     with pytest.raises(APIError, match="HTTP 503"):
-        client.get_page("records", {})
+        get_page(client, "records", {})
     assert len(sandbox.requests) == 1
     assert fake_sleep == []
 
@@ -429,7 +428,7 @@ def test_drop_and_truncate_are_retried(
 ) -> None:
     sandbox.inject(Fault(kind), times=2)
     client = connect(sandbox)
-    page = client.get_page("records", {"limit": "20"})
+    page = get_page(client, "records", {"limit": "20"})
     assert len(page.records) == 20
     assert [r.fault for r in sandbox.requests] == [kind, kind, None]
     assert fake_sleep == expected_backoff(2)
@@ -441,7 +440,7 @@ def test_persistent_drop_is_a_transport_error_without_status(
     sandbox.inject(Fault("drop"), times=None)
     client = connect(sandbox, max_retries=2)
     with pytest.raises(TransportError, match=r"^no response: GET /v1/records: the conn") as info:
-        client.get_page("records", {})
+        get_page(client, "records", {})
     assert info.value.status is None
     assert (info.value.reason, info.value.attempts) == ("dropped", 3)
     assert info.value.host == sandbox.url.removeprefix("http://")
@@ -461,7 +460,7 @@ def test_persistent_truncation_keeps_status_and_body_start(
     sandbox.inject(Fault("truncate"), times=None)
     client = connect(sandbox, max_retries=1)
     with pytest.raises(TransportError, match="dropped mid-body") as info:
-        client.get_page("records", {"limit": "1000"})
+        get_page(client, "records", {"limit": "1000"})
     assert info.value.status == 200
     assert info.value.reason == "dropped"
     assert '{"user_records"' in info.value.message.replace(" ", "")
@@ -474,7 +473,7 @@ def test_read_timeout_is_retried(
 ) -> None:
     sandbox.inject(Fault("latency", delay=0.5), times=1)
     client = connect(sandbox, timeout=0.1)
-    page = client.get_page("records", {"limit": "2"})
+    page = get_page(client, "records", {"limit": "2"})
     assert len(page.records) == 2
     assert len(fake_sleep) == 1
 
@@ -484,7 +483,7 @@ def test_bad_parameter_is_not_retried(
 ) -> None:
     client = connect(sandbox)
     with pytest.raises(APIError) as info:
-        client.get_page("records", {"limit": "5000"})
+        get_page(client, "records", {"limit": "5000"})
     assert info.value.status == 400
     assert info.value.error_type
     assert info.value.message
@@ -509,7 +508,7 @@ def test_repeated_cursor_from_a_server_is_a_pagination_error(
 ) -> None:
     client = connect(local)
     with pytest.raises(PaginationError, match="page 2"):
-        list(client.iter_pages("records", normalize_query("records")))
+        list(walk_query(client, "records", normalize_query("records")))
     assert local.paths.count("/v1/records") == 2
 
 
@@ -622,7 +621,7 @@ def test_body_of_the_wrong_shape_is_a_validation_error(
 ) -> None:
     client = connect(local)
     with pytest.raises(ValidationError, match=r"^response body: expected a JSON object, got list"):
-        client.get_page("customer_records", {})
+        get_page(client, "customer_records", {})
 
 
 def _raise_for_status(response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -695,7 +694,7 @@ def test_env_var_fallbacks(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(ENV_BASE_URL, sandbox.url + "/")
     with Client() as client:
         assert client.base_url == sandbox.url
-        assert len(client.get_page("records", {"limit": "1"}).records) == 1
+        assert len(get_page(client, "records", {"limit": "1"}).records) == 1
     assert len(sandbox.requests) == 1
     # An explicit argument beats the environment.
     with Client("other", base_url="https://example.org") as client:
@@ -781,7 +780,7 @@ def test_malformed_key_is_refused_without_echoing_it(bad: object) -> None:
 
 def test_surrounding_whitespace_in_the_key_is_stripped(sandbox: SandboxServer) -> None:
     with Client(f"  {sandbox.api_key}\n", base_url=sandbox.url) as client:
-        assert client.get_page("records", {"limit": "1"}).records
+        assert get_page(client, "records", {"limit": "1"}).records
 
 
 def test_repr_and_fingerprint_never_show_the_key() -> None:
@@ -829,7 +828,7 @@ def test_user_session_is_used_and_never_closed(sandbox: SandboxServer) -> None:
     session.mount("http://", adapter)
     session.headers["User-Agent"] = "my-app/1.0"
     with Client(sandbox.api_key, base_url=sandbox.url, session=session) as client:
-        assert client.get_page("records", {"limit": "2"}).records
+        assert get_page(client, "records", {"limit": "2"}).records
     assert session.closed == 0
     assert len(adapter.sent) == 1
     sent = adapter.sent[0].headers
@@ -846,11 +845,11 @@ def test_own_session_is_pooled_identified_and_closed(sandbox: SandboxServer) -> 
     adapter = client._session.get_adapter(sandbox.url)
     assert adapter._pool_maxsize >= 16  # type: ignore[attr-defined]
     assert client._session.headers["User-Agent"].startswith("impactframe/")
-    assert client.get_page("records", {"limit": "1"}).records
+    assert get_page(client, "records", {"limit": "1"}).records
     client.close()
     client.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
-        client.get_page("records", {})
+        get_page(client, "records", {})
 
 
 def test_connections_are_kept_alive(local: LocalServer) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,8 @@ def test_pandas_reads_back_the_loader_dtypes(conn: dict[str, Any], tmp_path: Pat
 
 def test_hive_folders_match_the_rows_they_hold(conn: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "records"
-    result = export_parquet(out, **conn, page_size=100, batch_records=200)
+    # One chain: full pages, so batches of 200 records exactly.
+    result = export_parquet(out, **conn, page_size=100, batch_records=200, concurrency=1)
     files = _data_files(out)
     assert len(files) == result.files
     months = {(r["time_utc"][:4], int(r["time_utc"][5:7])) for r in RECORDS}
@@ -260,7 +262,8 @@ def test_record_repeated_across_a_batch_boundary_is_dropped(
     # Every page after the first starts again with the previous page's last record, and every
     # page boundary is a batch boundary.
     server.inject(Fault("repeat"), times=None)
-    result = export_parquet(tmp_path / "out", **conn, page_size=50, batch_records=50)
+    # One chain: every page boundary is a batch boundary.
+    result = export_parquet(tmp_path / "out", **conn, page_size=50, batch_records=50, concurrency=1)
     server.clear_faults()
     assert sum(r.fault == "repeat" for r in server.requests) >= len(RECORDS) // 50 - 1
     assert result.records == len(RECORDS)
@@ -291,7 +294,9 @@ def test_same_key_other_content_across_a_batch_boundary_is_kept_and_warned(
 
 def test_batches_bound_what_is_built_at_once(conn: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = export_parquet(out, **conn, partition_by=(), page_size=40, batch_records=100)
+    result = export_parquet(  # one chain: full pages, so batches of whole pages
+        out, **conn, partition_by=(), page_size=40, batch_records=100, concurrency=1
+    )
     sizes = [pq.read_metadata(f).num_rows for f in _data_files(out)]
     # A batch is whole pages: the first that reach 100 records (3 pages of 40).
     assert sizes == [120] * 7 + [60]
@@ -381,7 +386,7 @@ def test_client_argument(server: SandboxServer, tmp_path: Path) -> None:
     with Client(server.api_key, base_url=server.url) as client:
         result = export_parquet(tmp_path / "c", client=client, progress=False, max_records=10)
         assert result.records == 10
-        client.get_page("records", {"limit": "1"})  # a client passed in stays open
+        client.get_json("/v1/records", {"limit": "1"})  # a client passed in stays open
 
 
 def test_default_umask_permissions(conn: dict[str, Any], tmp_path: Path) -> None:
@@ -406,12 +411,16 @@ class _FailingAfter(Client):
         self.server, self.n, self.parent, self.calls = server, n, parent, 0
         self.seen: list[str] = []
 
-    def get_page(self, endpoint: str, params: Any) -> Any:
+    def get_body(self, path: str, params: Any = None, **options: Any) -> Any:
         self.calls += 1
         if self.calls == self.n:
+            # Pages are fetched ahead of the writer: let it write what it has first.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not any(self.parent.rglob("*.parquet")):
+                time.sleep(0.01)
             self.seen = [p.relative_to(self.parent).as_posix() for p in self.parent.rglob("*")]
             self.server.inject(Fault("status", status=500), times=None)
-        return super().get_page(endpoint, params)
+        return super().get_body(path, params, **options)
 
 
 def test_failed_export_leaves_nothing_behind(server: SandboxServer, tmp_path: Path) -> None:
@@ -419,8 +428,9 @@ def test_failed_export_leaves_nothing_behind(server: SandboxServer, tmp_path: Pa
     client = _FailingAfter(server, 6, tmp_path)
     with pytest.raises(APIError) as info:
         export_parquet(
-            tmp_path / "out", client=client, progress=False, page_size=50, batch_records=100
-        )
+            tmp_path / "out", client=client, progress=False, page_size=50, batch_records=100,
+            concurrency=1,  # the n-th request of one chain fails
+        )  # fmt: skip
     server.clear_faults()
     assert info.value.status == 500
     # Two batches had been written in the temporary folder when the API broke...

@@ -34,14 +34,14 @@ from impactframe._frame._arrow_reader import PageReader, has_null, milliseconds
 from impactframe._frame._batch import Chunk
 from impactframe._frame._builder import FrameBuilder
 from impactframe._frame._python_reader import PageChecker
-from impactframe._paging._concurrent import iter_raw_pages, iter_record_pages
+from impactframe._paging._cap import get_page, walk_query
+from impactframe._paging._concurrent import iter_pages
 from impactframe._paging._pages import (
     Page,
-    RawPage,
     _may_hold_a_long_int,
+    decode_page,
     loads,
     parse_page,
-    parse_raw_page,
 )
 from impactframe._params import normalize_query
 from impactframe.client import Client
@@ -71,7 +71,7 @@ def reference(bodies: list[bytes], endpoint: str, **options: Any) -> Any:
     def build() -> pd.DataFrame:
         builder = FrameBuilder(endpoint, **options)
         for body in bodies:
-            builder.add(parse_page(loads(body), ENDPOINTS[endpoint][1]))
+            builder.add(decode_page(loads(body), ENDPOINTS[endpoint][1]))
         assert builder._slow_pages == 0  # decoded pages: never Arrow's
         return builder.finish()
 
@@ -84,9 +84,9 @@ def fast(bodies: list[bytes], endpoint: str, *, raw_pages: bool = True, **option
 
     def build() -> pd.DataFrame:
         for body in bodies:
-            page: RawPage | bytes = body
+            page: Page | bytes = body
             if raw_pages:
-                page = parse_raw_page(body, ENDPOINTS[endpoint][1])
+                page = parse_page(body, ENDPOINTS[endpoint][1])
             builder.add_raw(page)
         return builder.finish()
 
@@ -318,7 +318,7 @@ def test_a_page_arrow_reads_is_the_chunk_the_python_reader_reads(
         chunk = arrow.chunk(arrow.parse_now([body], arrow.parse_options), 1)
     try:
         expected = PageChecker(endpoint, metadata_mode, text).read(
-            parse_page(loads(body), ENDPOINTS[endpoint][1]).records, 0
+            decode_page(loads(body), ENDPOINTS[endpoint][1]).records, 0
         )
     except (ValidationError, ValueError):
         assert chunk is None  # what the Python reader refuses, Arrow never reads
@@ -466,9 +466,9 @@ def test_a_name_given_twice_is_ambiguous_never_last_one_wins(
         "compact",
     )
     *actual, _ = fast([good, body], "records", raw_pages=raw_pages, batch_bytes=1 << 20)
-    if raw_pages and name == "user_records":  # the envelope: refused by parse_raw_page
+    if raw_pages and name == "user_records":  # the envelope: refused by parse_page
         with pytest.raises(ValidationError, match="appears twice"):
-            parse_raw_page(body, "user_records")
+            parse_page(body, "user_records")
         return
     assert actual[0][0] == "error"
     assert actual[0][1] == name
@@ -573,7 +573,7 @@ def test_long_integers_always_go_to_json_loads(pad: int, digits: int) -> None:
     body = b" " * pad + b'{"user_records": [], "n": ' + b"7" * digits + b"}"
     assert _may_hold_a_long_int(body)
     with pytest.raises(ValueError, match="integer string conversion"):
-        parse_raw_page(body, "user_records")
+        parse_page(body, "user_records")
 
 
 JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5))
@@ -602,14 +602,14 @@ JSON_VALUES = st.recursive(
     ),
     spaced=st.booleans(),
 )
-def test_raw_envelope_reading_equals_parse_page(body: Any, spaced: bool) -> None:
+def test_raw_envelope_reading_equals_decode_page(body: Any, spaced: bool) -> None:
     text = json.dumps(body, separators=(", ", ": ") if spaced else (",", ":")).encode()
     try:
-        expected: Any = parse_page(json.loads(text), "user_records")
+        expected: Any = decode_page(json.loads(text), "user_records")
     except ValidationError as exc:
         expected = (exc.field, str(exc))
     try:
-        page = parse_raw_page(text, "user_records")
+        page = parse_page(text, "user_records")
     except ValidationError as exc:
         got: Any = (exc.field, str(exc))
     else:
@@ -633,11 +633,11 @@ def test_raw_envelope_reading_equals_parse_page(body: Any, spaced: bool) -> None
 )
 def test_raw_envelope_errors_are_the_ones_json_loads_gives(body: bytes) -> None:
     try:
-        expected: Any = parse_page(json.loads(body), "user_records")
+        expected: Any = decode_page(json.loads(body), "user_records")
     except ValueError as exc:
         expected = (type(exc), str(exc))
     try:
-        got: Any = parse_raw_page(body, "user_records")
+        got: Any = parse_page(body, "user_records")
     except ValueError as exc:
         got = (type(exc), str(exc))
     else:
@@ -652,8 +652,8 @@ def test_raw_envelope_errors_are_the_ones_json_loads_gives(body: bytes) -> None:
 def test_raw_pages_walk_like_pages(sandbox: SandboxServer) -> None:
     query = normalize_query("customer_records", page_size=300, sort_order="desc")
     with Client(sandbox.api_key, base_url=sandbox.url) as client:
-        pages_ = list(client.iter_pages("customer_records", query, max_records=1234))
-        raw = list(client.iter_raw_pages("customer_records", query, max_records=1234))
+        pages_ = list(walk_query(client, "customer_records", query, max_records=1234))
+        raw = list(iter_pages(client, "customer_records", query, max_records=1234))
     assert [(p.count, p.cursor) for p in raw] == [(len(p.records), p.cursor) for p in pages_]
     decoded = [r for p in raw for r in json.loads(p.body or b"{}").get("customer_records", [])]
     assert decoded[:1000] == [r for p in pages_ for r in p.records][:1000]
@@ -661,12 +661,12 @@ def test_raw_pages_walk_like_pages(sandbox: SandboxServer) -> None:
 
 def test_own_session_goes_through_the_pooled_route(sandbox: SandboxServer) -> None:
     with Client(sandbox.api_key, base_url=sandbox.url) as client:
-        client.get_page("records", {"limit": "3"})
+        get_page(client, "records", {"limit": "3"})
         assert isinstance(client._route, _transport.Route)
         assert _transport.usable(client._route, sandbox.url + "/v1/records")
         client._session.cookies.set("seen", "1")  # requests would send it: requests sends
         assert not _transport.usable(client._route, sandbox.url + "/v1/records")
-        assert len(client.get_page("records", {"limit": "3"}).records) == 3
+        assert len(get_page(client, "records", {"limit": "3"}).records) == 3
 
 
 def test_a_proxy_from_the_environment_keeps_requests_in_charge(
@@ -677,7 +677,7 @@ def test_a_proxy_from_the_environment_keeps_requests_in_charge(
     monkeypatch.setenv("NO_PROXY", "")
     with Client(sandbox.api_key, base_url="https://api.example.invalid", max_retries=0) as client:
         with pytest.raises(ifr.APIError, match=r"ProxyError|ConnectionError"):
-            client.get_page("records", {"limit": "1"})
+            get_page(client, "records", {"limit": "1"})
         assert client._route is None
 
 
@@ -698,10 +698,8 @@ def test_loader_equals_the_reference_end_to_end(make_sandbox: Any, concurrency: 
     server.inject(Fault("repeat"), times=3)
     with Client(server.api_key, base_url=server.url) as client:
         builder = FrameBuilder("customer_records")
-        for records in iter_record_pages(
-            client, "customer_records", query, concurrency=concurrency
-        ):
-            builder.add(records)
+        for page in iter_pages(client, "customer_records", query, concurrency=concurrency):
+            builder.add(page.records)
     pd.testing.assert_frame_equal(got, builder.finish())
 
 
@@ -718,7 +716,7 @@ def test_a_bad_record_wins_over_a_later_network_failure(make_sandbox: Any) -> No
     server.inject(Fault("status", status=500), times=None)
     client = Client(server.api_key, base_url=server.url, max_retries=0)
     with pytest.raises(ValidationError) as info:
-        ifr.load_records(client=client, page_size=100, progress=False)
+        ifr.load_records(client=client, page_size=100, progress=False, concurrency=1)
     assert info.value.field == "tree_planted"
     assert "record 50 of the page (record 150 overall" in str(info.value)
     client.close()
@@ -728,7 +726,7 @@ def test_the_fetch_thread_stops_when_the_caller_does(sandbox: SandboxServer) -> 
     import threading
 
     with Client(sandbox.api_key, base_url=sandbox.url) as client:
-        pages_ = iter_raw_pages(client, "records", normalize_query("records", page_size=10))
+        pages_ = iter_pages(client, "records", normalize_query("records", page_size=10))
         next(pages_)
         pages_.close()
     for thread in threading.enumerate():

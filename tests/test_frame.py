@@ -1,4 +1,4 @@
-"""Records to a typed DataFrame (impactframe._frame._reference, SPEC §3). Pure: no HTTP."""
+"""Records to a typed DataFrame (impactframe._frame._builder, SPEC §3). Pure: no HTTP."""
 
 from __future__ import annotations
 

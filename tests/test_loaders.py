@@ -16,7 +16,7 @@ from pandas.testing import assert_frame_equal
 import impactframe as ifr
 from impactframe._constants import IMPACT_TYPES
 from impactframe._dtypes import DTYPES
-from impactframe._frame._reference import records_to_frame
+from impactframe._frame._builder import records_to_frame
 from impactframe.sandbox import Fault, SandboxServer, generate_records
 
 RECORDS = generate_records(600, seed=11)
@@ -163,6 +163,7 @@ def test_filters_with_short_and_empty_pages(filter_by: tuple[str, ...], dynamo: 
             progress=False,
             filter_by=list(filter_by),
             page_size=25,
+            concurrency=1,  # the request count of one chain is asserted
         )
         requests = len(srv.requests)
     assert set(df["impact_type"].astype(str)) <= set(filter_by)

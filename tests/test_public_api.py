@@ -85,7 +85,7 @@ def test_loader_signatures_match_the_spec() -> None:
         "metadata": "columns",
         "cache": False,
         "refresh": False,
-        "concurrency": 1,
+        "concurrency": "auto",
         "progress": None,
         "dtype_backend": "numpy_nullable",
         "client": None,

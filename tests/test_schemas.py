@@ -12,7 +12,7 @@ from pandera.errors import SchemaErrors
 
 from impactframe._constants import IMPACT_TYPES
 from impactframe._dtypes import DTYPES, fixed_columns
-from impactframe._frame._reference import records_to_frame
+from impactframe._frame._builder import records_to_frame
 from impactframe.errors import SchemaDriftWarning, ValidationError
 from impactframe.schemas import CustomerRecordsSchema, RecordsSchema, validate
 

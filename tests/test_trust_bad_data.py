@@ -20,7 +20,7 @@ missing, an object, a string, null, or holding a non-object; a cursor that is a 
 bool, an object, a list or NaN; an HTML page; invalid UTF-8; an amount of 5000 digits (past
 Python's int limit); an empty body, and one nested too deep (once a bare RecursionError).
 
-Last, hypothesis feeds ``parse_page`` and ``records_to_frame`` arbitrary JSON in every field of
+Last, hypothesis feeds ``decode_page`` and ``records_to_frame`` arbitrary JSON in every field of
 the envelope and of the records: the outcome is a valid frame or a ``ValidationError``.
 """
 
@@ -43,7 +43,7 @@ import impactframe as ifr
 from impactframe._constants import IMPACT_TYPES
 from impactframe._dtypes import fixed_columns
 from impactframe._frame._builder import records_to_frame
-from impactframe._paging._pages import parse_page
+from impactframe._paging._pages import decode_page
 from impactframe.errors import ImpactFrameWarning
 from impactframe.sandbox import Fault, SandboxServer, generate_records
 from impactframe.schemas import validate
@@ -276,6 +276,7 @@ def test_malformed_page_is_a_clear_error(
             page_size=10,
             cache=tmp_path,
             progress=False,
+            concurrency=1,  # the injected pages answer one chain's requests in order
         )
     exc = info.value
     assert type(exc) is error
@@ -422,7 +423,7 @@ def test_fuzzed_page_is_a_frame_or_a_validation_error(body: Any, endpoint: str) 
     records_key = "user_records" if endpoint == "records" else "customer_records"
     # What the client hands over: the body after a JSON round trip (NaN survives it).
     body = json.loads(json.dumps(body))
-    page, error = outcome(parse_page, body, records_key)
+    page, error = outcome(decode_page, body, records_key)
     if error is not None:
         assert error.field in ("response body", records_key, "cursor")
         return

@@ -43,7 +43,7 @@ from pandas.testing import assert_frame_equal
 
 import impactframe as ifr
 from impactframe._cache._store import CacheKey, ParquetCache
-from impactframe._frame._reference import records_to_frame
+from impactframe._frame._builder import records_to_frame
 from impactframe._params import normalize_query
 from impactframe.sandbox import Fault, SandboxServer, generate_records
 
@@ -335,15 +335,19 @@ def test_persistent_fault_raises_and_leaves_cache_and_export_as_they_were(
 
     two_pages_then_the_fault()
     with pytest.raises(error) as info:
-        ifr.load_records(client=client, cache=cache, refresh="full", page_size=100)
+        # One chain: the injected pages answer its requests in order.
+        ifr.load_records(
+            client=client, cache=cache, refresh="full", page_size=100, concurrency=1
+        )
     assert len(server.requests) - 2 == 4  # the first try and max_retries: then the error
     assert len(fake_sleep) == 3
     server.clear_faults()
     two_pages_then_the_fault()
     with pytest.raises(error):
         ifr.export_parquet(
-            tmp_path / "out", client=client, page_size=100, overwrite=True, progress=False
-        )
+            tmp_path / "out", client=client, page_size=100, overwrite=True, progress=False,
+            concurrency=1,
+        )  # fmt: skip
     assert isinstance(info.value, ifr.ImpactFrameError)
     server.clear_faults()
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
@@ -657,10 +661,15 @@ def test_two_processes_loading_into_one_cache(kill_server: SandboxServer, tmp_pa
     assert max(start for start, _ in spans) < min(end for _, end in spans)  # they overlapped
     for i in range(2):
         assert_frame_equal(pd.read_pickle(tmp_path / f"{i}.pkl"), truth)
+    # A load's first request: no cursor and the query's own (open) dates; the date windows
+    # that follow it (concurrency="auto") carry dates.
     walks = [
         r
         for r in kill_server.requests
-        if r.status == 200 and not r.fault and "cursor" not in r.params
+        if r.status == 200
+        and not r.fault
+        and not {"cursor", "start_date", "end_date"} & set(r.params)
+        and r.params.get("limit") == ["100"]
     ]
     # The lock serialises them: the second waits, then is served by the first's entry.
     assert len(walks) == 1
@@ -676,7 +685,7 @@ def test_tally_counts_what_the_server_logged(make_sandbox: Callable[..., Sandbox
     server.inject(Fault("status", status=502), times=1)
     server.inject(Fault("repeat"), times=1)
     client = quiet_client(server)
-    got = ifr.load_records(client=client, page_size=10, progress=False)
+    got = ifr.load_records(client=client, page_size=10, progress=False, concurrency=1)
     counts = tally(server, records_to_frame(server.served_records()), got)
     assert counts.faults == {"502": 1, "repeat": 1}
     assert (counts.requests, counts.retries, counts.lost, counts.duplicates) == (5, 1, 0, 0)

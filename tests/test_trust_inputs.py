@@ -59,7 +59,7 @@ import pytest
 
 import impactframe as ifr
 from impactframe import aggregate
-from impactframe._frame._reference import records_to_frame
+from impactframe._frame._builder import records_to_frame
 from impactframe.sandbox import Fault, SandboxServer, generate_records
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -216,7 +216,7 @@ def test_the_key_appears_nowhere(
         other.inject(Fault("repeat"), times=1)
         expect_error(evidence, "repeated cursor", ifr.PaginationError,
                      lambda: ifr.load_records(api_key="someone-else", base_url=other.url,
-                                              page_size=1))  # fmt: skip
+                                              page_size=1, concurrency=1))  # fmt: skip
         for where, call in {
             "page_size": lambda: ifr.load_records(page_size=0, **conn),
             "key with a space": lambda: ifr.Client(KEY + " x", base_url=server.url),
@@ -379,7 +379,7 @@ def test_cache_files_are_0600_and_folders_0700_whatever_the_umask(
 
 
 def test_pseudonymize_is_stable_per_salt_and_different_across_salts() -> None:
-    from impactframe._frame._reference import records_to_frame
+    from impactframe._frame._builder import records_to_frame
 
     records = generate_records(300, seed=9, customers=True)
     frame = records_to_frame(records, "customer_records")

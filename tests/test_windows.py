@@ -55,6 +55,8 @@ def test_split_windows_refuses_bad_input(
 
 
 def _load(server: SandboxServer, **query: object):
+    # One chain unless a test asks for more (the loaders' default is "auto").
+    query = {"concurrency": 1, **query}
     return loaders.load_records(
         api_key=server.api_key, base_url=server.url, progress=False, **query
     )
@@ -101,6 +103,7 @@ def test_concurrency_gives_the_rows_of_one_chain(
         query["end_date"] = last - dt.timedelta(days=span // 4)
     with SandboxServer(records=records, filter_after_limit=filter_after_limit) as server:
         one = _load(server, **query)
+        one_chain_pages = len(server.requests)
         server.clear_log()
         many = _load(server, concurrency=concurrency, **query)
         logged = server.requests
@@ -108,7 +111,10 @@ def test_concurrency_gives_the_rows_of_one_chain(
     column = many["time_utc"]
     assert column.is_monotonic_increasing if sort_order == "asc" else column.is_monotonic_decreasing
 
-    # The rows really came from several cursor chains, one per planned window.
+    # A query of one page costs one request; a longer one on a range of several days is
+    # walked on several chains, one per planned window (the outer ones as open as the query).
+    if one_chain_pages == 1:
+        assert len(logged) == 1
     if bounded:
         days = (query["end_date"] - query["start_date"]).days + 1  # type: ignore[operator]
     elif records:
@@ -116,11 +122,13 @@ def test_concurrency_gives_the_rows_of_one_chain(
     else:
         days = 0
     walked = {
-        (r.params["start_date"][0], r.params["end_date"][0])
+        (r.params.get("start_date", [None])[0], r.params.get("end_date", [None])[0])
         for r in logged
-        if "start_date" in r.params and "end_date" in r.params
+        if r.params.get("limit") == [str(page_size)] and "cursor" not in r.params
     }
-    assert len(walked) == min(days, concurrency * WINDOWS_PER_WORKER)
+    if one_chain_pages > 1 and days > 1 and page_size > 1:
+        assert 2 <= len(walked) - 1 <= concurrency * WINDOWS_PER_WORKER
+    assert len(walked) <= 1 + concurrency * WINDOWS_PER_WORKER
 
 
 def _day(record: dict) -> dt.date:
@@ -156,11 +164,11 @@ def test_every_concurrency_and_order_with_filters_after_the_limit(
 
 
 def test_stopping_early_abandons_the_windows_in_flight() -> None:
-    # 8 windows of 2 days for 2 workers: the first window holds one page, the next ones ~30
-    # pages each at 20 ms a request. The caller takes the first page and stops: the walks
-    # already running must end after their request in flight, not finish their windows.
+    # A few windows of 2-3 days for 2 workers, ~30 pages or more each at 20 ms a request. The
+    # caller takes the first page and stops: the walks already running must end after their
+    # request in flight, not finish their windows.
     from impactframe import Client
-    from impactframe._paging._concurrent import iter_record_pages
+    from impactframe._paging._concurrent import iter_pages
     from impactframe._params import normalize_query
 
     records = generate_records(5, seed=5, start="2024-01-01", end="2024-01-02")
@@ -168,12 +176,13 @@ def test_stopping_early_abandons_the_windows_in_flight() -> None:
     with SandboxServer(records=records, latency=0.02) as server:
         with Client(server.api_key, base_url=server.url) as client:
             query = normalize_query("records", page_size=10)
-            pages = iter_record_pages(client, "records", query, concurrency=2)
-            first = next(pages)
+            pages = iter_pages(client, "records", query, concurrency=2)
+            first = next(pages).records
             pages.close()  # returns once the pool's threads have ended
             sent = len(server.requests)
-        assert len(first) == 5  # the first window's only page
-        # 2 probes + 1 page + the requests in flight; finishing the two running windows
+        assert 0 < len(first) <= 10  # the first window's first page
+        # the query's first page + 1 probe + 1 page + the requests in flight; finishing the
+        # two running windows
         # would take ~60 more.
         assert sent <= 10, sent
         assert len(server.requests) == sent  # nothing more after close()
@@ -186,7 +195,8 @@ def test_a_walk_waiting_out_a_retry_after_is_abandoned_at_once() -> None:
     import time
 
     from impactframe import Client
-    from impactframe._paging._concurrent import _walk
+    from impactframe._paging._concurrent import _walk_window
+    from impactframe._paging._gate import Gate
     from impactframe._paging._handoff import Handoff, WindowPages
     from impactframe._params import normalize_query
     from impactframe.client._client import WalkAbandoned
@@ -198,8 +208,8 @@ def test_a_walk_waiting_out_a_retry_after_is_abandoned_at_once() -> None:
         server.inject(Fault("status", status=429, retry_after="60"))
         with Client(server.api_key, base_url=server.url) as client:
             query = normalize_query("records")
-            args = (client, "records", query, False, handoff, window, stop)
-            worker = threading.Thread(target=_walk, args=args)
+            args = (client, "records", query, handoff, window, Gate(2))
+            worker = threading.Thread(target=_walk_window, args=args)
             worker.start()
             deadline = time.monotonic() + 10
             while not server.requests and time.monotonic() < deadline:
@@ -218,10 +228,11 @@ def test_a_walk_waiting_out_a_retry_after_is_abandoned_at_once() -> None:
 def test_a_page_budget_bounds_the_pages_waiting_for_the_caller() -> None:
     # A caller far slower than the network: with a budget of 5 pages, the workers may only
     # run ahead by a bound set by the budget, however many pages the windows hold.
+    import dataclasses
     import time
 
     from impactframe import Client
-    from impactframe._paging._concurrent import _windowed_pages
+    from impactframe._paging._concurrent import _windowed
     from impactframe._params import normalize_query
 
     records = generate_records(600, seed=8, start="2024-01-01", end="2024-01-24")
@@ -229,12 +240,14 @@ def test_a_page_budget_bounds_the_pages_waiting_for_the_caller() -> None:
     with SandboxServer(records=records) as server:
         with Client(server.api_key, base_url=server.url) as client:
             query = normalize_query("records", page_size=5)
-            pages = _windowed_pages(client, "records", query, concurrency, False, budget)
+            spans = split_windows(dt.date(2024, 1, 1), dt.date(2024, 1, 24), 4 * concurrency)
+            queries = [dataclasses.replace(query, start_date=a, end_date=b) for a, b in spans]
+            pages = _windowed(client, "records", queries, concurrency, budget)
             rows, ahead = 0, []
             for read, page in enumerate(pages, start=1):
                 rows += len(page.records)
                 time.sleep(0.005)  # let the workers run as far ahead as they may
-                fetched = len(server.requests) - 2  # the two probes find the date range
+                fetched = len(server.requests)
                 ahead.append(fetched - read)
         assert rows == len(records)
     # Waiting: up to the budget across the windows, up to the budget more of the head's own
@@ -250,7 +263,7 @@ def test_the_prefetch_thread_ends_when_the_caller_stops_during_a_retry_wait() ->
     import time
 
     from impactframe import Client
-    from impactframe._paging._concurrent import iter_raw_pages
+    from impactframe._paging._concurrent import iter_pages
     from impactframe._params import normalize_query
     from impactframe.sandbox import Fault, encode_cursor
 
@@ -262,7 +275,7 @@ def test_the_prefetch_thread_ends_when_the_caller_stops_during_a_retry_wait() ->
             body = json.dumps({"user_records": first, "cursor": cursor})
             server.inject(Fault("status", status=200, body=body), times=1)  # page 1, then
             server.inject(Fault("status", status=429, retry_after="60"), times=1)  # a 429
-            pages = iter_raw_pages(client, "records", normalize_query("records", page_size=10))
+            pages = iter_pages(client, "records", normalize_query("records", page_size=10))
             assert next(pages).count == 10  # the thread now fetches page 2 and gets the 429
             deadline = time.monotonic() + 10
             while len(server.requests) < 2 and time.monotonic() < deadline:
@@ -276,3 +289,109 @@ def test_the_prefetch_thread_ends_when_the_caller_stops_during_a_retry_wait() ->
             ended_after = time.monotonic() - began
         assert ended_after < 5  # not the 60 s Retry-After
         assert [r.status for r in server.requests] == [200, 429]
+
+
+# -- concurrency="auto" against a rate-limited API (SPEC §14) --------------------------------------
+
+
+def test_the_sandbox_rate_limit_answers_429_with_retry_after() -> None:
+    import requests
+
+    with SandboxServer(n_records=5, n_customer_records=0, rate_limit=2) as server:
+        headers = {"x-api-key": server.api_key}
+        answers = [requests.get(server.url + "/v1/records", headers=headers) for _ in range(3)]
+        logged = [(r.status, r.fault) for r in server.requests]
+    assert [a.status_code for a in answers] == [200, 200, 429]  # a burst of one second's worth
+    assert answers[2].headers["Retry-After"] == "1"
+    assert answers[2].json()["type"] == "rate_limit"
+    assert logged == [(200, None), (200, None), (429, "rate_limit")]
+
+
+def test_auto_concurrency_adapts_to_a_rate_limit_and_gives_the_rows_of_one_chain() -> None:
+    records = generate_records(6000, seed=12, start="2023-01-01", end="2024-12-31")
+    with SandboxServer(records=records, n_customer_records=0) as server:
+        one = _load(server, page_size=100)
+    with SandboxServer(records=records, n_customer_records=0, rate_limit=15) as server:
+        many = _load(server, page_size=100, concurrency="auto")
+        statuses = [r.status for r in server.requests]
+    assert_frame_equal(many, one)
+    throttled = statuses.count(429)
+    assert throttled >= 1  # the limit was reached: the test can fail
+    # After a 429 the chains wait out Retry-After and fewer run: most requests get through.
+    assert throttled <= 0.25 * len(statuses), (throttled, len(statuses))
+
+
+def test_the_gate_halves_once_per_wait_and_grows_back_by_one() -> None:
+    import threading
+
+    from impactframe._paging._gate import Gate
+    from impactframe.client._client import WalkAbandoned
+
+    now = [0.0]
+    gate = Gate(8, clock=lambda: now[0])
+    for _ in range(5):  # one burst of 429s: halved once
+        gate.throttled(429, 1.0)
+    assert gate.limit == 4
+    gate.throttled(503, 1.0)  # a 5xx is not a rate limit
+    assert gate.limit == 4
+    now[0] = 2.0
+    gate.throttled(429, 1.0)
+    assert gate.limit == 2
+    for _ in range(2):
+        gate.succeeded()
+    assert gate.limit == 3
+    cancel = threading.Event()
+    now[0] = 2.5  # still inside the Retry-After: a new request waits, cancel ends the wait
+    cancel.set()
+    with pytest.raises(WalkAbandoned), gate.slot(cancel):
+        pass
+
+
+def test_progress_counts_the_days_covered_of_a_known_range() -> None:
+    import io
+
+    from tqdm.std import tqdm
+
+    from impactframe import Client
+    from impactframe._paging._concurrent import iter_pages
+    from impactframe._params import normalize_query
+    from impactframe._progress import page_progress
+
+    records = generate_records(400, seed=13, start="2024-01-01", end="2024-01-31")
+    with (
+        SandboxServer(records=records, n_customer_records=0) as server,
+        Client(server.api_key, base_url=server.url) as client,
+    ):
+        seen: list[tuple[int, tuple[int, int] | None]] = []
+        bar = tqdm(file=io.StringIO(), unit=" records")
+        track = page_progress(bar)
+        assert track is not None
+
+        def on_page(count: int, days: tuple[int, int] | None) -> None:
+            seen.append((count, days))
+            track(count, days)
+
+        query = normalize_query("records", page_size=20)
+        for _ in iter_pages(client, "records", query, concurrency="auto", on_page=on_page):
+            pass
+        bar.close()
+        # One chain with both dates given knows its range too.
+        dated = normalize_query(
+            "records", page_size=50, start_date="2024-01-01", end_date="2024-01-10"
+        )
+        one: list[tuple[int, int] | None] = []
+        for _ in iter_pages(client, "records", dated, on_page=lambda count, days: one.append(days)):
+            pass
+    assert sum(count for count, _ in seen) == 400
+    days = [d for _, d in seen]
+    assert all(d is not None for d in days)
+    totals = {d[1] for d in days if d is not None}
+    assert len(totals) == 1
+    total = totals.pop()
+    assert 28 <= total <= 31  # the days the probes found
+    done = [d[0] for d in days if d is not None]
+    assert done == sorted(done)
+    assert done[-1] == total  # the last page covers the last day
+    assert (bar.n, bar.total, bar.unit) == (total, total, " days")
+    assert one[-1] == (10, 10)
+    assert all(d is not None and d[1] == 10 for d in one)

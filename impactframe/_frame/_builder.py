@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from .._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS
 from .._dtypes import check_options
-from .._paging._pages import Page, RawPage, loads, parse_page
+from .._paging._pages import Page, decode_page, loads
 from .._warn import warn_all
 from ..schemas import validate
 from ._arrow_reader import PageReader
@@ -38,7 +38,7 @@ from ._drift import Findings
 from ._python_reader import PageChecker
 from ._repeats import Repeats, logger
 
-__all__ = ["FastFrameBuilder", "FrameBuilder", "empty_frame", "records_to_frame"]
+__all__ = ["FrameBuilder", "empty_frame", "records_to_frame"]
 
 #: Bodies are parsed together once this many bytes are waiting (about 35 pages of 1000),
 BATCH_BYTES: Final = 8 << 20
@@ -161,14 +161,14 @@ class FrameBuilder:
         --------
         >>> builder = FrameBuilder("records")
         >>> record = {"user_id": "U1", "time_utc": "2024-09-16T20:30:13.391Z", "tree_planted": 2}
-        >>> builder.add([record]), builder.add(Page([record], None))  # a repeat: dropped
+        >>> builder.add([record]), builder.add(page_of([record], None))  # a repeat: dropped
         (1, 0)
         """
         self.flush()
         return self._add_records(page.records if isinstance(page, Page) else page)
 
-    def add_raw(self, page: RawPage | bytes) -> None:
-        """Take one page as the client fetched it (see `Client.iter_raw_pages`).
+    def add_raw(self, page: Page | bytes) -> None:
+        """Take one page as the walk fetched it (see `_paging._concurrent.iter_pages`).
 
         Bodies wait until about ``batch_bytes`` of them are there; each batch is then parsed
         on a worker thread while the previous one is checked. A ``ValidationError`` (as for
@@ -181,8 +181,8 @@ class FrameBuilder:
         >>> builder.flush(); len(builder)
         0
         """
-        checked = isinstance(page, RawPage)  # parse_raw_page checked that it is UTF-8
-        if isinstance(page, RawPage):
+        checked = isinstance(page, Page)  # parse_page checked that it is UTF-8
+        if isinstance(page, Page):
             if page.body is None:
                 self.flush()
                 self._add_records(page.records or [])
@@ -238,7 +238,7 @@ class FrameBuilder:
 
     def _add_body(self, body: bytes) -> None:
         self._slow_pages += 1
-        self._add_records(parse_page(loads(body), self._records_key).records)
+        self._add_records(decode_page(loads(body), self._records_key).records)
 
     def _take_simple(self, bodies: list[bytes], *, tried: bool = False) -> None:
         """Take simple bodies in order: with Arrow where it can, halving a batch that fails
@@ -338,7 +338,6 @@ class FrameBuilder:
         )
 
 
-FastFrameBuilder = FrameBuilder  # the old name, until every branch uses FrameBuilder
 
 
 def records_to_frame(

@@ -1,12 +1,13 @@
-"""Fetch the pages of a query in the requested order, on one cursor chain or on several.
+"""Every page of a query in the requested order, on one cursor chain or on several (SPEC §14).
 
-``concurrency=1`` walks one cursor chain. ``concurrency=N`` splits the query's date range
-into day windows (:mod:`impactframe._windows`), walks each window's own chain on a pool of
-``N`` threads, and hands the pages back in window order, so the rows come out exactly as
-one chain would give them.
-
-`iter_record_pages` yields decoded records; `iter_raw_pages` yields `RawPage` objects whose
-records are still bytes (for `FastFrameBuilder`), and walks one chain on a background thread.
+`iter_pages` is the one walk the loaders, the cache refresh and the export read. With one
+chain, a background thread fetches pages ahead of the caller. With ``concurrency="auto"`` (or
+an int above 1), a query whose first page has a cursor is split into day windows
+(`_windows.split_windows`), each walked on its own chain by a pool of threads whose requests a
+`Gate` paces (fewer after a 429, more again after successes), and the pages come back in
+window order: the same rows, in the same order, as one chain gives. The outer windows stay
+open where the query is, so the edge days read from the API only balance the windows and never
+decide which records are fetched. Every page is checked against its own (window's) query.
 """
 
 from __future__ import annotations
@@ -14,40 +15,80 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Literal
 
-from .._frame._python_reader import _time_problem
+from .._params import Query, reject
+from .._time import canonical_time
 from .._warn import warn_at_caller
-from ..client._client import WalkAbandoned, abandon_on
-from ..errors import SchemaDriftWarning, ValidationError
-from ._handoff import SIGNAL_POLL, Handoff, WindowPages
-from ._pages import RawPage
+from ..client._client import WalkAbandoned
+from ..errors import SchemaDriftWarning
+from ._cap import check_walk, walk_query
+from ._gate import Gate
+from ._handoff import Handoff, WindowPages
+from ._pages import Page
+from ._prefetch import prefetch_pages
 from ._windows import split_windows
 
 if TYPE_CHECKING:
-    from .._params import Query
     from ..client._client import Client
 
-__all__ = ["date_bounds", "iter_raw_pages", "iter_record_pages", "plan_windows"]
+__all__ = [
+    "AUTO_CHAINS",
+    "PREFETCH_PAGES",
+    "WINDOWS_PER_WORKER",
+    "Concurrency",
+    "OnPage",
+    "check_concurrency",
+    "date_bounds",
+    "iter_pages",
+    "open_windows",
+]
 
 logger = logging.getLogger("impactframe")
 
-#: Windows per worker: more, smaller windows even out days that hold more records.
+#: The most chains ``concurrency="auto"`` walks at once.
+AUTO_CHAINS = 8
+#: Windows per chain: more, smaller windows even out days that hold more records.
 WINDOWS_PER_WORKER = 4
-#: Pages the fetch thread of `iter_raw_pages` may read ahead (~250 kB each at 1000 records).
+#: Pages the fetch thread of one chain may read ahead (~250 kB each at 1000 records).
 PREFETCH_PAGES = 32
 
-_T = TypeVar("_T")
+Concurrency = int | Literal["auto"]
+#: ``on_page(records, days)``: the page's record count; ``(done, total)`` days of the query's
+#: range covered so far, or ``None`` where the range is not known.
+OnPage = Callable[[int, "tuple[int, int] | None"], None]
 
 
-def _utc_day(time_utc: str) -> dt.date:
-    # time_utc is "YYYY-MM-DDTHH:MM:SS.sssZ": its first ten characters are the UTC day.
-    return dt.date.fromisoformat(time_utc[:10])
+def check_concurrency(concurrency: object) -> int:
+    """The most chains ``concurrency`` allows: ``"auto"`` is `AUTO_CHAINS`.
+
+    Examples
+    --------
+    >>> check_concurrency("auto"), check_concurrency(1)
+    (8, 1)
+    """
+    if concurrency == "auto" and isinstance(concurrency, str):
+        return AUTO_CHAINS
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        reject("concurrency", concurrency, "'auto' or an int >= 1")
+    return concurrency
+
+
+def _day(page: Page, last: bool) -> dt.date | None:
+    """The UTC day of the page's first (or last) record with a readable ``time_utc``."""
+    for fact in reversed(page.facts) if last else page.facts:
+        text = fact.time_utc
+        key = canonical_time(text) if isinstance(text, str) else None
+        if key is not None:
+            try:
+                return dt.date.fromisoformat(key[:10])
+            except ValueError:  # an impossible date: the builder names it
+                return None
+    return None
 
 
 def _edge_day(client: Client, endpoint: str, query: Query, sort_order: str) -> dt.date | None:
@@ -55,160 +96,98 @@ def _edge_day(client: Client, endpoint: str, query: Query, sort_order: str) -> d
     # Without filter_by: a filter applied after the limit (DynamoDB style) could leave a
     # one-record page empty, and the unfiltered range is a superset anyway.
     probe = dataclasses.replace(query, filter_by=None, sort_order=sort_order, page_size=1)
-    for page in client.iter_pages(endpoint, probe, max_records=1):
-        for record in page.records:
-            # The probe decides which days are fetched at all: a record it cannot read is an
-            # error, never a reason to plan an empty range (that would drop every record).
-            time_utc = record.get("time_utc") if isinstance(record, dict) else None
-            problem = (
-                "time_utc is missing or not a string"
-                if not isinstance(time_utc, str)
-                else _time_problem(time_utc)
-            )
-            if problem is not None:
-                user_id = record.get("user_id") if isinstance(record, dict) else None
-                msg = (
-                    f"time_utc of the first record in {sort_order} order (user_id={user_id!r}, "
-                    f"read to plan the date windows): {problem}"
-                )
-                raise ValidationError(msg, field="time_utc", record=record)
-            return _utc_day(cast(str, time_utc))
+    for page in walk_query(client, endpoint, probe, max_records=1):
+        day = _day(page, last=False)
+        if day is not None:
+            return day
     return None
 
 
-def date_bounds(client: Client, endpoint: str, query: Query) -> tuple[dt.date, dt.date] | None:
-    """The first and last UTC day the query can cover, asking the API where it is open-ended.
+def date_bounds(
+    client: Client, endpoint: str, query: Query, first: Page | None = None
+) -> tuple[dt.date, dt.date] | None:
+    """The first and last UTC day the query's records seem to cover, to balance date windows.
 
-    Costs one ``limit=1`` request per open end (SPEC §7); ``None`` when no record matches.
+    Asks the API (one ``limit=1`` request) for each open end that ``first``, the query's own
+    first page, does not give. ``None`` when no record matches. Only for planning: the outer
+    windows stay open (`open_windows`), so a wrong answer costs balance, never records.
     """
-    start = query.start_date or _edge_day(client, endpoint, query, "asc")
-    end = query.end_date or _edge_day(client, endpoint, query, "desc")
+    start, end = query.start_date, query.end_date
+    if first is not None and query.sort_order == "asc" and start is None:
+        start = _day(first, last=False)
+    if first is not None and query.sort_order == "desc" and end is None:
+        end = _day(first, last=False)
+    start = start or _edge_day(client, endpoint, query, "asc")
+    end = end or _edge_day(client, endpoint, query, "desc")
     if start is None or end is None or start > end:
         return None
     return start, end
 
 
-def plan_windows(client: Client, endpoint: str, query: Query, n_windows: int) -> list[Query] | None:
-    """Split ``query`` into at most ``n_windows`` queries over disjoint day windows, in row order.
+def open_windows(
+    windows: list[tuple[dt.date, dt.date]], query: Query
+) -> list[tuple[dt.date | None, dt.date | None]]:
+    """``windows`` (ascending) with the outer ends as open as the query's.
 
-    ``None`` when the query matches nothing at all.
+    Examples
+    --------
+    >>> from impactframe._params import normalize_query
+    >>> day = dt.date(2024, 1, 1)
+    >>> open_windows([(day, day), (day, day)], normalize_query("records", end_date=day))
+    [(None, datetime.date(2024, 1, 1)), (datetime.date(2024, 1, 1), datetime.date(2024, 1, 1))]
     """
-    bounds = date_bounds(client, endpoint, query)
-    if bounds is None:
-        return None
-    windows = split_windows(bounds[0], bounds[1], n_windows)
-    if query.sort_order == "desc":
-        windows.reverse()
-    return [dataclasses.replace(query, start_date=a, end_date=b) for a, b in windows]
+    out: list[tuple[dt.date | None, dt.date | None]] = list(windows)
+    if out:
+        out[0] = (query.start_date, out[0][1])
+        out[-1] = (out[-1][0], query.end_date)
+    return out
 
 
-def _walk(
+def _walk_window(
     client: Client,
     endpoint: str,
     query: Query,
-    raw: bool,
     handoff: Handoff,
     window: WindowPages,
-    stop: threading.Event,
+    gate: Gate,
 ) -> None:
-    """Hand one window's pages over as they come; abandoned (`WalkAbandoned`) after the request
-    in flight, or during a retry wait, once ``stop`` is set (the caller stopped or failed)."""
-    pages = client.iter_raw_pages if raw else client.iter_pages
+    """Hand one window's pages over as they come; the first error stops every window."""
     try:
-        with abandon_on(stop):
-            for page in pages(endpoint, query):
-                handoff.put(window, page)
-    except BaseException as exc:  # raised by the caller when it reaches this window
+        for page in walk_query(client, endpoint, query, cancel=handoff.stop, gate=gate):
+            handoff.put(window, page)
+    except WalkAbandoned as exc:
         handoff.finish(window, exc)
+    except BaseException as exc:  # raised by the caller at once, whichever window it reads
+        handoff.fail(window, exc)
     else:
         handoff.finish(window)
 
 
-def _prefetch(pages: Iterator[_T], depth: int) -> Iterator[_T]:
-    """Yield from ``pages``, which a background thread reads up to ``depth`` items ahead.
-
-    The thread does the waiting on the network while the caller converts; its exceptions are
-    raised here, after the items it got before them. Stopping early stops the thread after
-    the request it is in.
-    """
-    items: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def hand(ok: bool, item: object) -> None:
-        while not stop.is_set():
-            try:
-                items.put((ok, item), timeout=0.05)
-                return
-            except queue.Full:
-                continue
-
-    def work() -> None:
-        try:
-            # A retry wait (up to the Retry-After cap) ends once the caller is gone.
-            with abandon_on(stop):
-                for page in pages:
-                    hand(True, page)
-                    if stop.is_set():
-                        return
-        except WalkAbandoned:
-            return
-        except BaseException as exc:  # handed to the caller, which raises it
-            hand(False, exc)
-        else:
-            hand(False, None)
-
-    thread = threading.Thread(target=work, name="impactframe-fetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            try:
-                # Timed, so that a Ctrl-C is seen: a signal whose handler ran just before an
-                # untimed get (or in another thread) would leave the caller blocked for good.
-                ok, item = items.get(timeout=SIGNAL_POLL)
-            except queue.Empty:
-                continue
-            if ok:
-                yield item
-            elif item is None:
-                return
-            else:
-                raise item
-    finally:
-        stop.set()
-
-
-def _windowed_pages(
+def _windowed(
     client: Client,
     endpoint: str,
-    query: Query,
-    concurrency: int,
-    raw: bool,
-    budget: int | None = None,
-) -> Iterator[Any]:
-    """The pages of ``query``'s date windows, walked on ``concurrency`` threads, in row order.
-
-    ``budget``: pages that may wait for the caller (see `Handoff`); ``None``: no limit.
-    """
-    windows = plan_windows(client, endpoint, query, concurrency * WINDOWS_PER_WORKER)
-    if not windows:
-        return
-    logger.debug("walking %d date windows on %d threads", len(windows), concurrency)
-    stop = threading.Event()
-    handoff = Handoff(stop, budget)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="impactframe") as pool:
+    queries: list[Query],
+    chains: int,
+    budget: int | None,
+) -> Iterator[Page]:
+    """The pages of the window ``queries`` (in row order), walked on ``chains`` threads."""
+    logger.debug("walking %d date windows on up to %d chains", len(queries), chains)
+    handoff = Handoff(threading.Event(), budget)
+    gate = Gate(chains)
+    with ThreadPoolExecutor(max_workers=chains, thread_name_prefix="impactframe") as pool:
         pending: deque[tuple[WindowPages, Future[None]]] = deque()
 
         def start(window_query: Query) -> None:
             window = WindowPages()
-            job = pool.submit(_walk, client, endpoint, window_query, raw, handoff, window, stop)
+            job = pool.submit(_walk_window, client, endpoint, window_query, handoff, window, gate)
             pending.append((window, job))
 
-        todo = iter(windows)
+        todo = iter(queries)
         try:
             # A bounded number of windows in flight, handed back in window order.
             for window_query in todo:
                 start(window_query)
-                if len(pending) >= 2 * concurrency:
+                if len(pending) >= 2 * chains:
                     break
             while pending:
                 window, _ = pending.popleft()
@@ -218,46 +197,175 @@ def _windowed_pages(
                 yield from handoff.take(window)
         finally:
             # An error, Ctrl-C or a caller that stops early: the running walks end after
-            # their request in flight instead of finishing their windows (the pool waits).
-            stop.set()
+            # their request in flight, or at once from a retry wait (the pool waits for them).
+            handoff.stop.set()
             handoff.wake()
             for _, job in pending:
                 job.cancel()
+            logger.debug("%d requests, %d answered 429", gate.requests, gate.throttles)
+
+
+class _Span:
+    """The days of the query's range covered by the pages yielded so far (for progress)."""
+
+    def __init__(self, query: Query) -> None:
+        self.descending = query.sort_order == "desc"
+        self.bounds: tuple[dt.date, dt.date] | None = None
+        if query.start_date is not None and query.end_date is not None:
+            self.bounds = (query.start_date, query.end_date)
+        self.done = 0
+
+    def after(self, page: Page) -> tuple[int, int] | None:
+        if self.bounds is None:
+            return None
+        start, end = self.bounds
+        total = (end - start).days + 1
+        day = _day(page, last=True)
+        if day is not None:
+            covered = (end - day).days + 1 if self.descending else (day - start).days + 1
+            self.done = max(self.done, min(total, covered))
+        return self.done, total
+
+
+def _n_windows(first: Page, bounds: tuple[dt.date, dt.date], chains: int) -> int:
+    """Windows for ``chains``: `WINDOWS_PER_WORKER` each, but no more than the pages the range
+    seems to hold (from the days the first page covers), as each window costs a request."""
+    most = chains * WINDOWS_PER_WORKER
+    head, tail = _day(first, last=False), _day(first, last=True)
+    if head is None or tail is None or first.count < 2:
+        return most
+    per_page = abs((tail - head).days) + 1
+    pages = -(-((bounds[1] - bounds[0]).days + 1) // per_page)
+    return max(2, min(most, pages))
+
+
+def _adaptive(
+    client: Client,
+    endpoint: str,
+    query: Query,
+    chains: int,
+    budget: int | None,
+    span: _Span,
+) -> Iterator[Page]:
+    """One chain for a query of one page; else its date windows on up to ``chains`` chains."""
+    pages = walk_query(client, endpoint, query)
+    first = next(pages)
+    if first.cursor is None:  # the whole answer: one request
+        yield first
+        return
+    bounds = date_bounds(client, endpoint, query, first)
+    windows = split_windows(*bounds, _n_windows(first, bounds, chains)) if bounds else []
+    if len(windows) < 2:  # one day, or nothing to split: the chain goes on as it began
+        yield first
+        yield from pages
+        return
+    pages.close()  # the first window asks for these records again, on its own chain
+    span.bounds = bounds
+    spans = open_windows(windows, query)
+    if query.sort_order == "desc":
+        spans.reverse()
+    queries = [dataclasses.replace(query, start_date=a, end_date=b) for a, b in spans]
+    yield from _windowed(client, endpoint, queries, chains, budget)
+
+
+def iter_pages(
+    client: Client,
+    endpoint: str,
+    query: Query,
+    *,
+    max_records: int | None = None,
+    concurrency: Concurrency = 1,
+    on_page: OnPage | None = None,
+    page_budget: int | None = None,
+    prefetch: int = PREFETCH_PAGES,
+) -> Generator[Page, None, None]:
+    """Yield every page of ``query`` in the requested order, each checked against the query.
+
+    Parameters
+    ----------
+    client : Client
+        Sends the requests (retries included).
+    endpoint : {"records", "customer_records"}
+    query : Query
+        The normalised query.
+    max_records : int, optional
+        Stop once this many distinct records were yielded; one chain, and no page beyond the
+        last one needed. The last page is trimmed if the API sent more.
+    concurrency : "auto" or int
+        The most cursor chains walked at once over disjoint date windows (``"auto"``: up to
+        `AUTO_CHAINS`, fewer while the API answers 429); 1: one chain.
+    on_page : callable, optional
+        ``on_page(records, days)`` after each page, e.g. to move a progress bar (`OnPage`).
+    page_budget : int, optional
+        With several chains: at most about twice this many pages are fetched ahead of the
+        caller, so memory does not grow with the history (`export_parquet`).
+    prefetch : int
+        With one chain: pages a background thread fetches ahead of the caller (0: none).
+
+    Raises
+    ------
+    ValueError
+        A bad argument, at once (before any request).
+    PaginationError
+        The chain repeated a cursor or made no progress.
+    ValidationError
+        A page that breaks its query or the endpoint's shape.
+    APIError
+        See `Client.get_json`.
+
+    Examples
+    --------
+    >>> from impactframe._params import normalize_query
+    >>> from impactframe.client import Client
+    >>> from impactframe.sandbox import SandboxServer
+    >>> query = normalize_query("records", page_size=4)
+    >>> with SandboxServer(n_records=10) as server, Client(
+    ...     server.api_key, base_url=server.url
+    ... ) as client:
+    ...     sizes = [page.count for page in iter_pages(client, "records", query)]
+    ...     capped = [page.count
+    ...               for page in iter_pages(client, "records", query, max_records=5)]
+    >>> sizes, capped
+    ([4, 4, 2], [4, 1])
+    """
+    cap = check_walk(endpoint, query, max_records)
+    chains = check_concurrency(concurrency)
+    return _pages(client, endpoint, query, cap, chains, on_page, page_budget, prefetch)
 
 
 def _pages(
     client: Client,
     endpoint: str,
     query: Query,
-    max_records: int | None,
-    concurrency: int,
-    on_page: Callable[[int], None] | None,
-    *,
-    raw: bool,
-    prefetch: int = 0,
-    page_budget: int | None = None,
-) -> Generator[Any, None, None]:
-    """Every page of ``query`` in the requested order (`Page`, or `RawPage` when ``raw``).
-
-    ``on_page`` is told how many records each page holds; ``page_budget`` bounds the pages
-    that window walks may fetch ahead of the caller (see `Handoff`).
-    """
-    pages: Iterator[Any]
-    page: Any  # a RawPage when raw, else a Page
-    if concurrency <= 1 or max_records is not None:
-        walk = client.iter_raw_pages if raw else client.iter_pages
-        pages = walk(endpoint, query, max_records=max_records)
-        if prefetch:
-            pages = _prefetch(pages, prefetch)
+    cap: int | None,
+    chains: int,
+    on_page: OnPage | None,
+    budget: int | None,
+    prefetch: int,
+) -> Generator[Page, None, None]:
+    span = _Span(query)
+    pages: Iterator[Page]
+    if chains > 1 and cap is None:
+        pages = _adaptive(client, endpoint, query, chains, budget, span)
+    elif prefetch:
+        pages = prefetch_pages(
+            lambda cancel: walk_query(client, endpoint, query, max_records=cap, cancel=cancel),
+            prefetch,
+        )
     else:
-        pages = _windowed_pages(client, endpoint, query, concurrency, raw, page_budget)
+        pages = walk_query(client, endpoint, query, max_records=cap)
     warned: set[str] = set()
-    for page in pages:
-        if on_page is not None:
-            on_page(page.count if raw else len(page.records))
-        if page.extra:
-            _warn_extra_fields(page.extra, warned, endpoint)
-        yield page
+    try:
+        for page in pages:
+            if on_page is not None:
+                on_page(page.count, span.after(page))
+            if page.extra:
+                _warn_extra_fields(page.extra, warned, endpoint)
+            yield page
+    finally:
+        close = getattr(pages, "close", None)  # a generator: end its threads now
+        if close is not None:
+            close()
 
 
 def _warn_extra_fields(names: tuple[str, ...], warned: set[str], endpoint: str) -> None:
@@ -271,70 +379,3 @@ def _warn_extra_fields(names: tuple[str, ...], warned: set[str], endpoint: str) 
                 "(beside the records and the cursor); it is not part of the frame"
             )
             warn_at_caller(msg, SchemaDriftWarning)
-
-
-def iter_record_pages(
-    client: Client,
-    endpoint: str,
-    query: Query,
-    *,
-    max_records: int | None = None,
-    concurrency: int = 1,
-    on_page: Callable[[int], None] | None = None,
-    page_budget: int | None = None,
-) -> Iterator[list[object]]:
-    """Yield the record lists of every page of ``query``, in the requested order.
-
-    Parameters
-    ----------
-    client : Client
-        Sends the requests (retries included).
-    endpoint : {"records", "customer_records"}
-    query : Query
-        The normalised query.
-    max_records : int, optional
-        Stop once this many records were yielded; forces one cursor chain so that no
-        page beyond the last one needed is fetched.
-    concurrency : int
-        Number of cursor chains walked at once over disjoint date windows.
-    on_page : callable, optional
-        Called with the number of records of each page, e.g. to move a progress bar.
-    page_budget : int, optional
-        With ``concurrency > 1``: at most about twice this many pages are fetched ahead of
-        the caller, so memory does not grow with the history (`export_parquet`); ``None``: the
-        windows in flight are fetched whole.
-    """
-    pages = _pages(
-        client,
-        endpoint,
-        query,
-        max_records,
-        concurrency,
-        on_page,
-        raw=False,
-        page_budget=page_budget,
-    )
-    for page in pages:
-        yield page.records
-
-
-def iter_raw_pages(
-    client: Client,
-    endpoint: str,
-    query: Query,
-    *,
-    max_records: int | None = None,
-    concurrency: int = 1,
-    on_page: Callable[[int], None] | None = None,
-    prefetch: int = PREFETCH_PAGES,
-) -> Generator[RawPage, None, None]:
-    """`iter_record_pages` for the fast path: `RawPage` objects, records still in bytes.
-
-    With one cursor chain, a background thread fetches up to ``prefetch`` pages ahead of the
-    caller (0: none), so the network and the conversion overlap. Same requests, order and
-    errors as `iter_record_pages`; at most ``prefetch`` pages more are requested when the
-    caller stops early.
-    """
-    return _pages(
-        client, endpoint, query, max_records, concurrency, on_page, raw=True, prefetch=prefetch
-    )

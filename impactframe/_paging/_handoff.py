@@ -7,6 +7,10 @@ at most about twice the budget waits, however long the history is. The head's wo
 ever waits for the caller to read the head's own pages, so the caller never waits on a worker
 that waits on the caller; and the pool runs windows in the order submitted, so the head is
 always running or finished.
+
+The first error of any window stops every walk (``stop``) and is raised to the caller as soon
+as it waits, not once it reaches that window: a later window's error must not wait for an
+earlier one's retries.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ class Handoff:
     Parameters
     ----------
     stop : threading.Event
-        Set when the caller stops (an error, Ctrl-C, an early stop): paused workers then end
-        with `WalkAbandoned` instead of waiting.
+        Set when the caller stops (an error, Ctrl-C, an early stop) or a window fails: paused
+        workers then end with `WalkAbandoned` instead of waiting; it is also the walks'
+        ``cancel`` token, which ends their retry waits.
     budget : int or None
         Pages that may wait outside the head window; ``None``: no limit.
 
@@ -53,7 +58,9 @@ class Handoff:
     """
 
     def __init__(self, stop: threading.Event, budget: int | None) -> None:
-        self._stop = stop
+        self.stop = stop
+        #: The first error of any window (it set `stop`).
+        self.failure: BaseException | None = None
         self._budget = budget
         self._changed = threading.Condition()
         self._waiting = 0
@@ -62,9 +69,9 @@ class Handoff:
     def put(self, window: WindowPages, page: Any) -> None:
         """Hand over ``window``'s next page; pauses while the budget is spent."""
         with self._changed:
-            while self._over_budget(window) and not self._stop.is_set():
+            while self._over_budget(window) and not self.stop.is_set():
                 self._changed.wait()
-            if self._stop.is_set():
+            if self.stop.is_set():
                 raise WalkAbandoned
             window.pages.append(page)
             self._waiting += 1
@@ -83,6 +90,15 @@ class Handoff:
             window.done, window.error = True, error
             self._changed.notify_all()
 
+    def fail(self, window: WindowPages, error: BaseException) -> None:
+        """End ``window`` with ``error`` and stop every walk: the caller raises it next."""
+        with self._changed:
+            window.done, window.error = True, error
+            if self.failure is None:
+                self.failure = error
+            self.stop.set()
+            self._changed.notify_all()
+
     def take(self, window: WindowPages) -> Iterator[Any]:
         """Yield ``window``'s pages as they come, then raise the error that ended it, if any."""
         with self._changed:
@@ -91,10 +107,14 @@ class Handoff:
         while True:
             with self._changed:
                 while not window.pages and not window.done:
+                    if self.failure is not None:
+                        raise self.failure
                     # Timed: a Ctrl-C whose handler ran just before this wait (or in another
                     # thread) wakes no untimed wait; the caller's thread must see it.
                     self._changed.wait(SIGNAL_POLL)
                 if not window.pages:
+                    if self.failure is not None:
+                        raise self.failure
                     if window.error is not None:
                         raise window.error
                     return

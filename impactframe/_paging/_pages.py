@@ -1,9 +1,12 @@
-"""Cursor pagination as a small pure state machine (SPEC §4); the fetching is injected.
+"""One page of an endpoint: its body, record count, cursor, and the few fields the walk checks.
 
-`parse_page` checks one response body; `walk` follows cursors until the API stops giving one,
-and refuses a cursor it has already followed, so a walk always ends. `parse_raw_page` is the
-fast path's `parse_page`: it reads only the envelope (count and cursor, with ``msgspec``) and
-keeps the records as the bytes that came, for the frame builder's Arrow path.
+`parse_page` reads a response body with ``msgspec``: the envelope (records counted, cursor) and,
+of each record, only ``user_id``, ``time_utc``, ``customer`` and the impact fields (`Facts`),
+which the walk checks against the query (`impactframe._paging._verify`). The records stay the
+bytes that came, for the frame builder's Arrow path, and are decoded only when asked for
+(`Page.records`). Whatever that reader declines (a body that is not UTF-8 JSON, a field of the
+wrong shape, ``NaN``, a record that is not an object) is decoded by ``json.loads`` and checked
+by `decode_page`, so the outcome, error or page, is the same.
 """
 
 from __future__ import annotations
@@ -11,38 +14,89 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
-from ..errors import PaginationError, ValidationError
+from .._constants import IMPACT_TYPES
+from ..errors import ValidationError
 
-__all__ = ["JsonFloat", "Page", "RawPage", "loads", "parse_page", "parse_raw_page", "walk"]
+__all__ = [
+    "CustomerFacts",
+    "Facts",
+    "JsonFloat",
+    "Page",
+    "decode_page",
+    "loads",
+    "page_of",
+    "parse_page",
+]
 
-_P = TypeVar("_P", "Page", "RawPage")
 _TWO_DIGITS = re.compile(rb"(?=[0-9]{2})")
 
-# Cursors are not secret (base64 of a record's key), but they are long; show enough to compare.
-_CURSOR_PREVIEW = 24
+#: What the walk reads of each record; every field optional and of any type (the frame builder
+#: checks the records themselves), unknown fields skipped without being built.
+Facts = msgspec.defstruct(
+    "Facts",
+    [
+        ("user_id", object, None),
+        ("time_utc", object, None),
+        *((kind, object, msgspec.UNSET) for kind in IMPACT_TYPES),
+    ],
+)
+#: `Facts` and the ``customer`` object, read only for a query by ``customer_email`` (building
+#: it doubles the cost of the read).
+CustomerFacts = msgspec.defstruct("CustomerFacts", [("customer", object, None)], bases=(Facts,))
 
 
-@dataclass(frozen=True)
 class Page:
-    """One page of records and the cursor to the next one (``None`` on the last page).
+    """One page: the response body, its record count and cursor (``None`` on the last page).
+
+    ``body`` is ``None`` when the records were decoded anyway (a body only the standard library
+    reads, a page trimmed to ``max_records``, a page built by hand); `records` then holds them.
+    Otherwise `records` decodes the body when first asked for.
 
     Examples
     --------
-    >>> Page([{"user_id": "U1"}], None).cursor is None
-    True
+    >>> page = parse_page(b'{"user_records": [{"user_id": "U1"}], "cursor": "eyJ9"}',
+    ...                   "user_records")
+    >>> page.count, page.cursor, page.records
+    (1, 'eyJ9', [{'user_id': 'U1'}])
     """
 
-    records: list[Any]
-    cursor: str | None
-    #: Fields of the response body other than the records and the cursor, by name (SPEC §3:
-    #: nothing the API sent is dropped silently; the fetch loop warns about them).
-    extra: tuple[str, ...] = ()
+    __slots__ = ("_records", "body", "count", "cursor", "extra", "facts", "records_key")
+
+    def __init__(
+        self,
+        body: bytes | None,
+        count: int,
+        cursor: str | None,
+        extra: tuple[str, ...] = (),
+        *,
+        records: list[Any] | None = None,
+        records_key: str = "user_records",
+        facts: list[Any] | None = None,
+    ) -> None:
+        self.body = body
+        self.count = count
+        self.cursor = cursor or None
+        #: Fields of the body besides the records and the cursor (SPEC §3: nothing the API
+        #: sent is dropped silently; the walk warns about them).
+        self.extra = extra
+        self.records_key = records_key
+        self._records = records
+        #: `Facts` of each record, in order (records that are not objects are left out).
+        self.facts = facts if facts is not None else facts_of(records or [])
+
+    @property
+    def records(self) -> list[Any]:
+        """The decoded records (decoded from `body` on first use)."""
+        if self._records is None:
+            self._records = decode_page(loads(self.body or b""), self.records_key).records
+        return self._records
+
+    def __repr__(self) -> str:
+        return f"Page(count={self.count}, cursor={self.cursor!r}, extra={self.extra!r})"
 
 
 class JsonFloat(float):
@@ -102,7 +156,31 @@ names 'a'); which value was meant is ambiguous
     )
 
 
-def parse_page(body: object, records_key: str) -> Page:
+
+def page_of(records: list[Any], cursor: str | None, records_key: str = "user_records") -> Page:
+    """A page of decoded records (tests, trimmed pages).
+
+    Examples
+    --------
+    >>> page_of([{"user_id": "U1"}], None).count
+    1
+    """
+    return Page(None, len(records), cursor, records=records, records_key=records_key)
+
+
+def facts_of(records: list[Any]) -> list[Any]:
+    """The `Facts` of decoded records (those that are not objects left out)."""
+    out = []
+    for record in records:
+        if isinstance(record, dict):
+            try:
+                out.append(msgspec.convert(record, CustomerFacts, str_keys=True))
+            except msgspec.ValidationError:  # pragma: no cover - every field accepts anything
+                continue
+    return out
+
+
+def decode_page(body: object, records_key: str) -> Page:
     """Check a decoded response body and split it into records and cursor.
 
     Parameters
@@ -125,10 +203,10 @@ def parse_page(body: object, records_key: str) -> Page:
 
     Examples
     --------
-    >>> parse_page({"user_records": [{"user_id": "U1"}], "cursor": "eyJ9"}, "user_records")
-    Page(records=[{'user_id': 'U1'}], cursor='eyJ9', extra=())
-    >>> parse_page({"user_records": [], "cursor": ""}, "user_records")
-    Page(records=[], cursor=None, extra=())
+    >>> decode_page({"user_records": [{"user_id": "U1"}], "cursor": "eyJ9"}, "user_records")
+    Page(count=1, cursor='eyJ9', extra=())
+    >>> decode_page({"user_records": [], "cursor": ""}, "user_records").cursor is None
+    True
     """
     if not isinstance(body, dict):
         msg = f"response body: expected a JSON object, got {_type(body)}"
@@ -144,69 +222,51 @@ def parse_page(body: object, records_key: str) -> Page:
     if cursor is not None and not isinstance(cursor, str):
         msg = f"cursor: expected a string or null, got {_type(cursor)} {cursor!r:.60}"
         raise ValidationError(msg, field="cursor")
-    return Page(records, cursor or None, _extra_fields(body, records_key))
+    extra = _extra_fields(body, records_key)
+    return Page(None, len(records), cursor, extra, records=records, records_key=records_key)
 
 
 def _extra_fields(fields: dict[str, Any], records_key: str) -> tuple[str, ...]:
     return tuple(sorted(name for name in fields if name not in (records_key, "cursor")))
 
 
-@dataclass(frozen=True)
-class RawPage:
-    """One page as the fast path carries it: the response body, its record count and cursor.
-
-    ``records`` holds the decoded records when the page had to be decoded in full anyway (a body
-    only the standard library reads, or a page trimmed to ``max_records``); ``body`` is then
-    ``None``. Otherwise the records stay in ``body`` for the frame builder to parse.
-
-    Examples
-    --------
-    >>> page = parse_raw_page(b'{"user_records": [{"user_id": "U1"}], "cursor": "eyJ9"}',
-    ...                       "user_records")
-    >>> page.count, page.cursor, page.records
-    (1, 'eyJ9', None)
-    """
-
-    body: bytes | None
-    count: int
-    cursor: str | None
-    records: list[Any] | None = None
-    extra: tuple[str, ...] = ()  # as `Page.extra`
-
-
-def _envelope_decoders() -> dict[str, Any]:
-    # msgspec reads a page's envelope without building the records (~10x json.loads).
+def _envelope_decoders() -> dict[tuple[str, bool], tuple[Any, Any]]:
+    # msgspec reads the envelope and each record's facts without building the rest; by records
+    # key and whether the customer is read: (envelope decoder, records-only decoder).
     decoders = {}
     for key in ("user_records", "customer_records"):
-        # The records stay raw (a slice of the body each): counted and skipped, never built.
-        # Unknown fields are refused here and read by `_loose_envelope` (a body with one is
-        # rare, and must not lose it).
-        envelope = msgspec.defstruct(
-            "Envelope",
-            [("records", list[msgspec.Raw]), ("cursor", object, None)],
-            rename={"records": key},
-            forbid_unknown_fields=True,
-        )
-        decoders[key] = msgspec.json.Decoder(envelope)
+        for customers, facts in ((False, Facts), (True, CustomerFacts)):
+            # Unknown envelope fields are refused here and read by `_loose_envelope` (a body
+            # with one is rare, and must not lose it).
+            envelope = msgspec.defstruct(
+                "Envelope",
+                [("records", list[facts]), ("cursor", object, None)],  # type: ignore[valid-type]
+                rename={"records": key},
+                forbid_unknown_fields=True,
+            )
+            decoders[key, customers] = (
+                msgspec.json.Decoder(envelope),
+                msgspec.json.Decoder(list[facts]),  # type: ignore[valid-type]
+            )
     return decoders
 
 
 _DECODERS = _envelope_decoders()
 _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def _loose_envelope(body: bytes, records_key: str) -> RawPage | None:
-    """The envelope of a body with fields besides the records and the cursor, or ``None`` when
-    its shape is not one `parse_page` accepts (then ``json.loads`` and `parse_page` decide)."""
+def _loose_envelope(body: bytes, records_key: str, facts_decoder: Any) -> Page | None:
+    """The page of a body with fields besides the records and the cursor, or ``None`` when its
+    shape is not one `decode_page` accepts (then ``json.loads`` and `decode_page` decide)."""
     fields = _FIELDS.decode(body)
     if records_key not in fields or not _once(body, records_key):
         return None
-    records = _RAW_LIST.decode(fields[records_key])
+    facts = facts_decoder.decode(fields[records_key])
     cursor = msgspec.json.decode(fields.get("cursor", b"null"))
     if cursor is not None and not isinstance(cursor, str):
         return None
-    return RawPage(body, len(records), cursor or None, extra=_extra_fields(fields, records_key))
+    extra = _extra_fields(fields, records_key)
+    return Page(body, len(facts), cursor, extra, records_key=records_key, facts=facts)
 
 
 def _once(body: bytes, records_key: str) -> bool:
@@ -234,13 +294,8 @@ def _may_hold_a_long_int(body: bytes) -> bool:
     return False
 
 
-def parse_raw_page(body: bytes, records_key: str) -> RawPage:
-    """`parse_page` for a response body still in bytes: same checks, same errors.
-
-    Only the envelope is decoded, by ``msgspec`` (the records are counted and skipped), and the
-    body is kept for the frame builder. Whatever that reader declines (a body that is not UTF-8
-    JSON, a field of the wrong shape, ``NaN``) is decoded again by ``json.loads`` and checked by
-    `parse_page`, so the outcome, error or page, is the same.
+def parse_page(body: bytes, records_key: str, *, customers: bool = False) -> Page:
+    """Read a 2xx response body: same checks and errors as `decode_page` of ``json.loads``.
 
     Parameters
     ----------
@@ -248,84 +303,41 @@ def parse_raw_page(body: bytes, records_key: str) -> RawPage:
         A 2xx response body.
     records_key : str
         ``"user_records"`` or ``"customer_records"``.
+    customers : bool
+        Read each record's ``customer`` too (`CustomerFacts`), to check ``customer_email``.
 
     Returns
     -------
-    RawPage
+    Page
 
     Raises
     ------
     ValueError
         The body is not JSON (``json.JSONDecodeError`` or ``UnicodeDecodeError``).
     ValidationError
-        As `parse_page`.
+        As `decode_page`.
 
     Examples
     --------
-    >>> parse_raw_page(b'{"user_records": [], "cursor": ""}', "user_records").cursor is None
+    >>> parse_page(b'{"user_records": [], "cursor": ""}', "user_records").cursor is None
     True
     """
-    decoder = _DECODERS.get(records_key)  # None for a key no endpoint has: json.loads reads it
-    if decoder is not None and not _may_hold_a_long_int(body):
+    # None for a key no endpoint has: json.loads reads it.
+    decoders = _DECODERS.get((records_key, customers))
+    if decoders is not None and not _may_hold_a_long_int(body):
         try:
-            body.decode("utf-8")  # msgspec does not check the text inside raw values
+            body.decode("utf-8")  # msgspec does not check the text of skipped values
             try:
-                envelope = decoder.decode(body)
+                envelope = decoders[0].decode(body)
             except msgspec.ValidationError:
-                loose = _loose_envelope(body, records_key)
+                loose = _loose_envelope(body, records_key, decoders[1])
                 if loose is not None:
                     return loose
             else:
                 cursor = envelope.cursor
                 if _once(body, records_key) and (cursor is None or isinstance(cursor, str)):
-                    return RawPage(body, len(envelope.records), cursor or None)
+                    facts = envelope.records
+                    return Page(body, len(facts), cursor, records_key=records_key, facts=facts)
         except (ValueError, RecursionError, msgspec.MsgspecError):
-            pass  # json.loads below gives the error (or the page) the reference path gives
-    page = parse_page(loads(body), records_key)
-    return RawPage(None, len(page.records), page.cursor, page.records, page.extra)
-
-
-def walk(fetch: Callable[[str | None], _P]) -> Iterator[_P]:
-    """Yield pages from ``fetch(None)`` on, following each page's cursor until there is none.
-
-    Short and empty pages that carry a cursor are not the end (the API pages like DynamoDB).
-    Nothing is fetched before the caller asks for the next page, so stopping early is free.
-
-    Parameters
-    ----------
-    fetch : callable
-        ``fetch(cursor) -> Page`` (or `RawPage`); ``cursor`` is ``None`` for the first page.
-
-    Yields
-    ------
-    Page or RawPage
-
-    Raises
-    ------
-    PaginationError
-        If a cursor comes back that this walk already followed (the chain would loop forever).
-
-    Examples
-    --------
-    >>> pages = {None: Page([1, 2], "a"), "a": Page([], "b"), "b": Page([3], None)}
-    >>> [page.records for page in walk(pages.__getitem__)]
-    [[1, 2], [], [3]]
-    """
-    seen: set[str] = set()
-    cursor: str | None = None
-    page_number = 0
-    while True:
-        page = fetch(cursor)
-        page_number += 1
-        yield page
-        cursor = page.cursor
-        if not cursor:  # None, or "" from a Page built by hand
-            return
-        if cursor in seen:
-            preview = cursor[:_CURSOR_PREVIEW] + ("..." if len(cursor) > _CURSOR_PREVIEW else "")
-            msg = (
-                f"page {page_number} returned a cursor already followed in this walk "
-                f"({preview!r}); stopping instead of looping forever"
-            )
-            raise PaginationError(msg)
-        seen.add(cursor)
+            pass  # the strict decode below gives the error (or the page) the reference path gives
+    return decode_page(loads(body), records_key)

@@ -11,7 +11,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._constants import ENV_CACHE_DIR
-from ._args import PROG, Parser, command, non_negative_int, port, probability, seconds
+from ._args import PROG, Parser, _checked, command, non_negative_int, port, probability, seconds
 from ._output import byte_size, format_table
 
 if TYPE_CHECKING:
@@ -111,6 +111,13 @@ def _add_sandbox(commands: Commands, parents: list[Parser]) -> None:
         "--fault-seed", type=int, default=0, help="seed of the random faults (default 0)"
     )
     parser.add_argument(
+        "--rate-limit",
+        type=_checked(float, lambda v: 0.0 < v < float("inf"), "requests per second > 0"),
+        default=None,
+        metavar="N",
+        help="past N requests per second, answer 429 with Retry-After (a gateway's limit)",
+    )
+    parser.add_argument(
         "--allow-remote",
         action="store_true",
         help="allow a non-loopback --host (e.g. 0.0.0.0 in a container); it is a test server",
@@ -131,6 +138,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
         latency=args.latency,
         fault_rate=args.fault_rate,
         fault_seed=args.fault_seed,
+        rate_limit=args.rate_limit,
         allow_remote=args.allow_remote,
     )
     try:

@@ -1,16 +1,17 @@
 """The HTTP client: one pooled ``requests`` session, the key header, retries and error mapping.
 
-`Client.get_json` is the only place that touches the network. Its decisions (retry or not, how
-long to wait, where the next page is) come from the pure modules `_retry` and `_paging`. Beside
-it: `_secrets` (the key and the base URL, checked; the key masked; loopback kept off
-environment proxies), `_errors` (a failed exchange to the exception SPEC §4 names),
-`_pooled` (the GET through the session's urllib3 pool, and the capped body read both routes
-share) and `_deadline` (the total deadline per request).
+`Client.get_json` and `Client.get_body` are the only places that touch the network. Their
+decisions (retry or not, how long to wait) come from the pure module `_retry`. Beside it:
+`_secrets` (the key and the base URL, checked; the key masked; loopback kept off environment
+proxies), `_errors` (a failed exchange to the exception SPEC §4 names), `_pooled` (the GET
+through the session's urllib3 pool, and the capped body read both routes share) and
+`_deadline` (the total deadline per request). Pages and cursor walks live above, in
+`impactframe._paging`, which calls `get_body`; a walk abandons a request's retry wait through
+its ``cancel`` event.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -18,9 +19,9 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -29,12 +30,9 @@ from .._constants import (
     API_KEY_HEADER,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
-    ENDPOINTS,
     ENVIRONMENTS,
 )
-from .._paging._cap import _check_walk, _walk_query
-from .._paging._pages import Page, RawPage, parse_page, parse_raw_page
-from .._params import Query, check_choice, reject
+from .._params import check_choice, reject
 from .._version import package_version
 from ..errors import APIError, ValidationError
 from . import _pooled as _transport
@@ -82,31 +80,16 @@ def _user_agent() -> str:
 
 
 class WalkAbandoned(Exception):
-    """Raised in a thread whose walk nobody will read any more (see `abandon_on`)."""
-
-
-_waits = threading.local()  # .stop: the Event that abandons this thread's walk, if any
-
-
-@contextlib.contextmanager
-def abandon_on(stop: threading.Event) -> Iterator[None]:
-    """While inside, this thread's retry waits end, raising `WalkAbandoned`, once ``stop`` is
-    set: a worker waiting out a ``Retry-After`` of minutes must not hold up Ctrl-C or an error.
-    """
-    _waits.stop = stop
-    try:
-        yield
-    finally:
-        _waits.stop = None
+    """Raised when a request's ``cancel`` event is set while it waits to retry: the walk that
+    sent it is being abandoned (the caller stopped or failed)."""
 
 
 def _sleep(seconds: float) -> None:
-    stop: threading.Event | None = getattr(_waits, "stop", None)
-    if stop is None:
-        # Looked up at call time, so patching ``time.sleep`` also reaches existing clients.
-        time.sleep(seconds)
-    elif stop.wait(seconds):
-        raise WalkAbandoned
+    # Looked up at call time, so patching ``time.sleep`` also reaches existing clients.
+    time.sleep(seconds)
+
+
+_T = TypeVar("_T")
 
 
 class Client:
@@ -399,8 +382,18 @@ class Client:
         """
         return self._decode(*self._request(path, params))
 
-    def _request(self, path: str, params: Mapping[str, Any] | None) -> tuple[int, bytes]:
-        """One GET with retries: the status and body of the answer that is not retried."""
+    def _request(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None,
+        cancel: threading.Event | None = None,
+        on_retry: Callable[[int | None, float], None] | None = None,
+    ) -> tuple[int, bytes]:
+        """One GET with retries: the status and body of the answer that is not retried.
+
+        ``on_retry(status, delay)`` hears of each retry before its wait (``status`` is
+        ``None`` after a network failure); ``cancel`` ends a wait early (`_wait`).
+        """
         if self._closed:
             msg = "this Client is closed"
             raise RuntimeError(msg)
@@ -422,16 +415,17 @@ class Client:
                 reason = type(exc.cause if isinstance(exc, _BrokenBody) else exc).__name__
                 if isinstance(exc, _BrokenBody):
                     reason = f"HTTP {exc.status}, body cut short: {reason}"
-                retry_after = None
+                retry_after, retried = None, None
             except FINAL as exc:  # too large or too slow: a retry would only repeat it
                 failure = self._transport_error(exc, path, attempt + 1, started)
+                retry_after, retried = None, None
             except _FATAL as exc:  # not worth another try: a body that cannot be decoded, ...
                 failure = _request_error(exc, self._api_key)
             else:
                 if not (is_retryable_status(status) and attempt < self.max_retries):
                     logger.debug("GET %s -> HTTP %s (attempt %d)", path, status, attempt + 1)
                     return status, body
-                reason = f"HTTP {status}"
+                reason, retried = f"HTTP {status}", status
                 retry_after = parse_retry_after(headers.get("Retry-After"), now=self._now())
             if failure is not None:
                 # Raised outside the except block, so not chained: the requests exception
@@ -447,34 +441,54 @@ class Client:
                 self.max_retries,
                 delay,
             )
-            self._sleep(delay)
+            if on_retry is not None:
+                on_retry(retried, delay)
+            self._wait(delay, cancel)
             if self._closed:  # by another thread during the wait: send nothing more
                 msg = f"this Client was closed while GET {path} waited for retry {attempt}"
                 msg += "; the retry was not sent"
                 raise RuntimeError(msg)
 
-    def get_page(self, endpoint: str, params: Mapping[str, Any]) -> Page:
-        """Fetch one page of an endpoint (with retries) and check its shape.
+    def _wait(self, seconds: float, cancel: threading.Event | None) -> None:
+        """The wait before a retry; with ``cancel``, it ends (`WalkAbandoned`) once that is set.
+
+        A sleeper injected by a test (``_sleep``) is used as it is, the event checked after it.
+        """
+        if cancel is not None and self._sleep is _sleep:
+            if cancel.wait(seconds):  # a Retry-After of minutes must not hold up Ctrl-C
+                raise WalkAbandoned
+            return
+        self._sleep(seconds)
+        if cancel is not None and cancel.is_set():
+            raise WalkAbandoned
+
+    def get_body(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        parse: Callable[[bytes], _T],
+        cancel: threading.Event | None = None,
+        on_retry: Callable[[int | None, float], None] | None = None,
+    ) -> _T:
+        """Send one GET (with retries) and return ``parse`` of its successful body (bytes).
+
+        The statuses map to errors as in `get_json`; a body ``parse`` finds not to be JSON
+        (any ``ValueError`` but `ValidationError`, or ``RecursionError``) is the same
+        `APIError` with the status and the start of the body that `get_json` raises.
 
         Parameters
         ----------
-        endpoint : {"records", "customer_records"}
-            Which endpoint.
-        params : mapping
-            Query parameters, e.g. from `Query.to_params`.
-
-        Returns
-        -------
-        Page
-
-        Raises
-        ------
-        ValueError
-            If `endpoint` is unknown.
-        APIError
-            See `get_json`.
-        ValidationError
-            If the body does not have the endpoint's shape (see `parse_page`).
+        path, params
+            As for `get_json`.
+        parse : callable
+            Reads the body, e.g. `impactframe._paging` 's page parser.
+        cancel : threading.Event, optional
+            Set by another thread to abandon this request: a retry wait then ends at once with
+            `WalkAbandoned` (nothing more is sent).
+        on_retry : callable, optional
+            ``on_retry(status, delay)`` before each retry wait (``status`` ``None`` after a
+            network failure), e.g. to slow other requests down after a 429.
 
         Examples
         --------
@@ -482,124 +496,19 @@ class Client:
         >>> with SandboxServer(n_records=3) as server, Client(
         ...     server.api_key, base_url=server.url
         ... ) as client:
-        ...     page = client.get_page("records", {"limit": "5"})
-        ...     raw = client.get_raw_page("records", {"limit": "5"})
-        >>> len(page.records), page.cursor, raw.count, raw.body[:16]
-        (3, None, 3, b'{"user_records":')
+        ...     body = client.get_body("/v1/records", {"limit": "2"}, parse=bytes)
+        >>> body[:16]
+        b'{"user_records":'
         """
-        check_choice(endpoint, "endpoint", ENDPOINTS)
-        path, records_key = ENDPOINTS[endpoint]
-        return parse_page(self.get_json(path, params), records_key)
-
-    def get_raw_page(self, endpoint: str, params: Mapping[str, Any]) -> RawPage:
-        """`get_page` for the fast path: the body stays bytes, only its envelope is read.
-
-        Same request, retries, checks and errors as `get_page` (see `parse_raw_page`).
-
-        Parameters
-        ----------
-        endpoint : {"records", "customer_records"}
-            Which endpoint.
-        params : mapping
-            Query parameters, e.g. from `Query.to_params`.
-
-        Returns
-        -------
-        RawPage
-
-        Examples
-        --------
-        See `get_page`, whose example reads the same page both ways.
-        """
-        check_choice(endpoint, "endpoint", ENDPOINTS)
-        path, records_key = ENDPOINTS[endpoint]
-        status, body = self._request(path, params)
+        status, body = self._request(path, params, cancel, on_retry)
         if not 200 <= status < 300:
-            self._decode(status, body)  # raises the error get_page raises
+            self._decode(status, body)  # raises the error get_json raises
         try:
-            return parse_raw_page(body, records_key)
+            return parse(body)
         except ValidationError:
             raise
         except (ValueError, RecursionError) as exc:  # not JSON, as json.loads in get_json
             raise _not_json(status, body, exc, self._api_key) from None
-
-    def iter_pages(
-        self, endpoint: str, query: Query, *, max_records: int | None = None
-    ) -> Iterator[Page]:
-        """Walk every page of a query, following cursors; lazily, one request per page.
-
-        Parameters
-        ----------
-        endpoint : {"records", "customer_records"}
-            Which endpoint.
-        query : Query
-            From `normalize_query`.
-        max_records : int, optional
-            Stop once this many records were yielded. Each request asks for at most the records
-            still missing, and no page is fetched beyond the one that completes the count.
-
-        Yields
-        ------
-        Page
-            In API order; with `max_records`, the last page is trimmed if the API sent extra.
-
-        Raises
-        ------
-        ValueError
-            Bad `endpoint` or `max_records`, or a customer e-mail on ``"records"``.
-        PaginationError
-            If a cursor repeats.
-        APIError, ValidationError
-            See `get_page`.
-
-        Examples
-        --------
-        >>> from impactframe._params import normalize_query
-        >>> from impactframe.sandbox import SandboxServer
-        >>> query = normalize_query("records", page_size=4)
-        >>> with SandboxServer(n_records=10) as server, Client(
-        ...     server.api_key, base_url=server.url
-        ... ) as client:
-        ...     sizes = [len(p.records) for p in client.iter_pages("records", query)]
-        ...     capped = [len(p.records)
-        ...               for p in client.iter_pages("records", query, max_records=5)]
-        >>> sizes, capped
-        ([4, 4, 2], [4, 1])
-        """
-        cap = _check_walk(endpoint, query, max_records)
-        # Checks above run at call time; the walk itself starts on the first next().
-        return _walk_query(endpoint, query, cap, self.get_page)
-
-    def iter_raw_pages(
-        self, endpoint: str, query: Query, *, max_records: int | None = None
-    ) -> Iterator[RawPage]:
-        """`iter_pages` for the fast path: the same walk, yielding `RawPage` objects.
-
-        Same requests, checks, errors and ``max_records`` trimming as `iter_pages`; the records
-        of each page stay in its body (bytes) for `FastFrameBuilder.add_raw`.
-
-        Parameters
-        ----------
-        endpoint : {"records", "customer_records"}
-            Which endpoint.
-        query : Query
-            From `normalize_query`.
-        max_records : int, optional
-            Stop once this many records were yielded, as in `iter_pages`.
-
-        Examples
-        --------
-        >>> from impactframe._params import normalize_query
-        >>> from impactframe.sandbox import SandboxServer
-        >>> with SandboxServer(n_records=10) as server, Client(
-        ...     server.api_key, base_url=server.url
-        ... ) as client:
-        ...     pages = [*client.iter_raw_pages("records", normalize_query("records", page_size=4))]
-        >>> [page.count for page in pages], pages[0].body[:16]
-        ([4, 4, 2], b'{"user_records":')
-        """
-        cap = _check_walk(endpoint, query, max_records)
-        return _walk_query(endpoint, query, cap, self.get_raw_page)
 
     def close(self) -> None:
         """Close the session if this client created it (a user's session is left open).

@@ -15,11 +15,11 @@ import pandas as pd
 from .._frame._builder import FrameBuilder
 from .._frame._drift import Findings
 from .._frame._repeats import Repeats
-from .._paging._pages import RawPage
+from .._paging._pages import Page
 
 
 def _batches(
-    pages: Iterable[list[object] | RawPage],
+    pages: Iterable[list[object] | Page],
     new_builder: Callable[[Repeats | None], FrameBuilder],
     found: Findings,
     batch_records: int,
@@ -33,12 +33,17 @@ def _batches(
     """
     builder: FrameBuilder | None = new_builder(None)
     repeats: Repeats | None = None
+    waiting = 0  # records of the pages the builder holds unparsed (Arrow parses them together)
     for page in pages:
         if builder is None:
             builder = new_builder(repeats)
-        if isinstance(page, RawPage):  # bodies (`iter_raw_pages`): Arrow, one page at a time
+        if isinstance(page, Page):  # the fast path: bodies parsed by Arrow in batches
             builder.add_raw(page)
-            builder.flush()
+            waiting += page.count
+            if len(builder) + waiting < batch_records:
+                continue
+            builder.flush()  # the batch may be complete: count exactly
+            waiting = 0
         else:
             builder.add(page)
         if len(builder) >= batch_records:
@@ -47,7 +52,7 @@ def _batches(
             repeats = builder.handoff()
             builder = None
             yield frame
-    if builder is not None and len(builder):
+    if builder is not None and (len(builder) or waiting):
         frame = builder.finish(warn=False)
         found.update(builder.findings)
         yield frame

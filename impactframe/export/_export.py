@@ -29,10 +29,10 @@ from .._cache._key import query_json
 from .._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS
 from .._frame._builder import FrameBuilder
 from .._frame._drift import Findings
-from .._paging._concurrent import iter_record_pages
+from .._paging._concurrent import Concurrency, check_concurrency, iter_pages
 from .._params import check_choice
 from .._prepare import DateLike, Plan, connect, prepare
-from .._progress import _progress_bar
+from .._progress import _progress_bar, page_progress
 from .._warn import warn_all
 from ..client._client import Client
 from ._batches import _batches
@@ -169,7 +169,7 @@ def export_parquet(
     max_records: int | None = None,
     metadata: str = "columns",
     metadata_prefix: str = DEFAULT_METADATA_PREFIX,
-    concurrency: int = 1,
+    concurrency: Concurrency = "auto",
     progress: bool | None = None,
     batch_records: int = 50_000,
     overwrite: bool = False,
@@ -205,8 +205,9 @@ def export_parquet(
         ``metadata`` column of JSON text, which every Parquet reader can hold.
     metadata_prefix : str
         Prefix of the metadata columns in ``"columns"`` mode.
-    concurrency : int
-        Cursor chains walked at once over disjoint date windows; the rows are the same.
+    concurrency : "auto" or int
+        Cursor chains walked at once over disjoint date windows; the rows are the same
+        (``"auto"``: up to 8, fewer while the API answers 429; ``1``: one chain).
     progress : bool, optional
         A progress bar of records fetched; ``None`` shows it in notebooks and terminals.
     batch_records : int
@@ -328,16 +329,16 @@ def _write_dataset(
         written = 0
         found = Findings(ENDPOINTS[endpoint][1])
         with _progress_bar(plan.progress, f"impactframe export {endpoint}") as bar:
-            pages = iter_record_pages(
+            pages = iter_pages(
                 client,
                 endpoint,
                 plan.query,
                 max_records=plan.max_records,
                 concurrency=plan.concurrency,
-                on_page=bar.update if bar is not None else None,
+                on_page=page_progress(bar),
                 # Window walks may run this far ahead of the writer: memory stays bounded
                 # however long the history (SPEC §7), and the workers still overlap.
-                page_budget=PAGES_AHEAD_PER_WORKER * plan.concurrency,
+                page_budget=PAGES_AHEAD_PER_WORKER * check_concurrency(plan.concurrency),
             )
             frames = _batches(
                 pages,

@@ -129,6 +129,7 @@ from ._checks import (
 from ._data import generate_records
 from ._faults import FAULT_KINDS, RATE_FAULT_KINDS, Fault, FaultPlan, check_rate_kinds
 from ._ledger import Ledger
+from ._rate import TokenBucket
 from ._records import encode_cursor
 from ._server import App, LoggedRequest, SandboxHTTPServer
 
@@ -186,6 +187,9 @@ class SandboxServer:
         Seed of the rate mode; the same sequence of requests gets the same faults.
     latency : float, default 0.0
         Seconds added to every request.
+    rate_limit : float, optional
+        Requests per second let through, as a gateway's token bucket (bursts of one second's
+        worth); past it, 429 with ``Retry-After`` (logged with the fault ``"rate_limit"``).
     allow_remote : bool, default False
         Allow a non-loopback ``host``. The sandbox is a test server: only for containers.
 
@@ -224,6 +228,7 @@ class SandboxServer:
         fault_kinds: Iterable[str] = DEFAULT_FAULT_KINDS,
         fault_seed: int = 0,
         latency: float = 0.0,
+        rate_limit: float | None = None,
         allow_remote: bool = False,
     ) -> None:
         check_int(seed, "seed")
@@ -256,6 +261,7 @@ class SandboxServer:
             plan=FaultPlan(float(fault_rate), kinds, fault_seed),
             filter_after_limit=filter_after_limit,
             latency=float(latency),
+            rate=None if rate_limit is None else TokenBucket(rate_limit),
         )
         self._httpd: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -26,6 +26,7 @@ from ._dataset import Dataset
 from ._faults import FaultPlan
 from ._ledger import Ledger
 from ._protocol import BadRequest, Call, Reply, error_body
+from ._rate import TokenBucket
 from ._routes import PATHS, resolve
 
 __all__ = ["App", "LoggedRequest", "SandboxHTTPServer"]
@@ -102,6 +103,7 @@ class App:
     plan: FaultPlan
     filter_after_limit: bool = False
     latency: float = 0.0
+    rate: TokenBucket | None = None  # a gateway's rate limit: 429 + Retry-After past it
     log: deque[LoggedRequest] = field(default_factory=lambda: deque(maxlen=100_000))
     log_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -127,6 +129,11 @@ class App:
         delay = self.latency + sum(f.delay for f in faults if f.kind == "latency")
         if delay:
             time.sleep(delay)
+        if self.rate is not None and (wait := self.rate.take()) is not None:
+            self._log(handler.command, path, params, 429, "rate_limit", None)
+            headers = {"Content-Type": "application/json", "Retry-After": str(wait)}
+            send(handler, 429, headers, error_body("rate_limit", "Too many requests"))
+            return
         fault = next((f for f in faults if f.kind != "latency"), None)
         label = "+".join(f.kind for f in faults) or None
         kind = fault.kind if fault is not None else None

@@ -41,6 +41,7 @@ from impactframe._paging._pages import (
     _may_hold_a_long_int,
     decode_page,
     loads,
+    page_of,
     parse_page,
 )
 from impactframe._params import normalize_query
@@ -500,7 +501,7 @@ def test_add_takes_decoded_records_too() -> None:
     for i in range(0, 300, 70):
         page = {"user_records": records[i : i + 70], "cursor": "c"}
         want.add_raw(json.dumps(page).encode())
-        assert got.add(Page(records[i : i + 70], "c")) == len(page["user_records"])
+        assert got.add(page_of(records[i : i + 70], "c")) == len(page["user_records"])
     pd.testing.assert_frame_equal(got.finish(), want.finish())
     assert want._slow_pages == 0
 

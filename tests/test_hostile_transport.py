@@ -33,6 +33,7 @@ import requests
 
 import impactframe as ifr
 from impactframe._constants import ENV_API_KEY, ENV_BASE_URL
+from impactframe._paging._cap import get_page, walk_query
 from impactframe.client import Client
 from impactframe.client import _pooled as _transport
 from impactframe.client._secrets import MaskedKey, _Secret
@@ -444,7 +445,7 @@ def test_no_frame_holds_the_key_when_a_read_is_interrupted(
     with Client(KEY, base_url=server.url, **route) as client:
         raise_in_read(monkeypatch, server.port, error, on_call)
         with pytest.raises(error) as info:
-            client.get_page("records", {"limit": "5"})
+            get_page(client, "records", {"limit": "5"})
     names, found = leaking_frames(info.value)
     assert frame in names  # interrupted where meant: waiting for the status line, or mid-body
     assert "_exchange" in names
@@ -465,7 +466,7 @@ def test_no_frame_holds_the_key_when_iter_pages_is_interrupted(
     client = Client(KEY, base_url=keyed_sandbox.url)
     raise_in_read(monkeypatch, int(keyed_sandbox.url.rsplit(":", 1)[1]), KeyboardInterrupt, 3)
     with pytest.raises(KeyboardInterrupt) as info:
-        for _ in client.iter_pages("records", normalize_query("records", page_size=100)):
+        for _ in walk_query(client, "records", normalize_query("records", page_size=100)):
             pass
     client.close()
     names, found = leaking_frames(info.value)

@@ -159,6 +159,7 @@ class FrameBuilder:
 
         Examples
         --------
+        >>> from impactframe._paging._pages import page_of
         >>> builder = FrameBuilder("records")
         >>> record = {"user_id": "U1", "time_utc": "2024-09-16T20:30:13.391Z", "tree_planted": 2}
         >>> builder.add([record]), builder.add(page_of([record], None))  # a repeat: dropped

@@ -12,7 +12,10 @@ from pandera.typing import Series
 
 from .._constants import IMPACT_TYPES
 from ..errors import ValidationError
-from ..schemas import _ExactDtype  # the package's one notion of "exactly this dtype"
+from ..schemas import (
+    _ExactDtype,  # the package's one notion of "exactly this dtype"
+    _pandera_without_pyspark,
+)
 
 __all__ = ["AMOUNT_DTYPE", "DATE_DTYPE", "DailyImpactSchema", "validate_daily"]
 
@@ -86,7 +89,9 @@ class DailyImpactSchema(pa.DataFrameModel):
 
 @functools.cache
 def _schema() -> pa.DataFrameSchema:
-    return DailyImpactSchema.to_schema()  # built once, on first use
+    # Built once, on first use; pandera's annotation build would import pyspark.pandas
+    with _pandera_without_pyspark():
+        return DailyImpactSchema.to_schema()
 
 
 def validate_daily(df: pd.DataFrame) -> pd.DataFrame:

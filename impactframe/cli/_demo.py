@@ -33,6 +33,7 @@ from ..account import reconcile
 from ..export._export import export_parquet
 from ..export._place import check_target
 from ..loaders import load_customer_records, load_records
+from ..plot import plot
 from ..sandbox import Fault, SandboxServer
 from ._output import atomic_output, format_table, write_frame
 
@@ -145,7 +146,6 @@ def _write_chart(df: pd.DataFrame, path: Path) -> str | None:
         matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    from ..plot import plot
 
     axes = plot(df, freq="MS", title="Impact per month (sandbox data)")
     first = axes.flat[0] if isinstance(axes, np.ndarray) else axes  # one panel per type

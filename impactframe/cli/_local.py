@@ -10,8 +10,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .._cache._files import resolve_cache_dir
+from .._cache._store import ParquetCache
 from .._constants import ENV_CACHE_DIR
+from ..sandbox import SandboxServer
 from ._args import PROG, Parser, _checked, command, non_negative_int, port, probability, seconds
+from ._demo import run_demo
 from ._output import byte_size, format_table
 
 if TYPE_CHECKING:
@@ -64,7 +68,6 @@ def _add_demo(commands: Commands, parents: list[Parser]) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
 
     run_demo(
         args.out,
@@ -125,7 +128,6 @@ def _add_sandbox(commands: Commands, parents: list[Parser]) -> None:
 
 
 def _run_sandbox(args: argparse.Namespace) -> int:
-    from ..sandbox import SandboxServer  # only this command pays for the import
 
     customer_records = args.records if args.customer_records is None else args.customer_records
     server = SandboxServer(
@@ -198,8 +200,6 @@ def _add_cache(commands: Commands, parents: list[Parser]) -> None:
 
 
 def _run_cache(args: argparse.Namespace) -> int:
-    from .._cache._files import resolve_cache_dir
-    from .._cache._store import ParquetCache
 
     # Named, not created: listing or clearing must not leave an empty cache folder behind.
     root = args.cache_dir.expanduser() if args.cache_dir else resolve_cache_dir(True, create=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from .. import aggregate
 from .._constants import UNITS
 
 __all__ = [
@@ -314,7 +315,6 @@ def summary_lines(
     2024-03-01             0              0                0               0          1,250
     total                  2              0                0               0          1,250
     """
-    from .. import aggregate
 
     if df.empty:
         return [f"No {endpoint.replace('_', ' ')} match the query."]

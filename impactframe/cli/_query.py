@@ -19,7 +19,8 @@ import pandas as pd
 from .._constants import ENV_API_KEY
 from ..account import reconcile
 from ..client._client import Client
-from ..export._export import PARTITION_KEYS
+from ..export._export import PARTITION_KEYS, export_parquet
+from ..loaders import load_customer_records, load_records
 from ._args import (
     Parser,
     cache_parser,
@@ -123,7 +124,6 @@ def _check_out_file(path: Path) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from ..export._export import export_parquet
 
     with _connection(args) as connection:
         result = export_parquet(
@@ -229,7 +229,6 @@ def _cache_option(args: argparse.Namespace) -> bool | Path:
 
 def _load_cached(args: argparse.Namespace, **options: Any) -> pd.DataFrame:
     """Load the query with the cache options (and `options`) through the endpoint's loader."""
-    from ..loaders import load_customer_records, load_records
 
     cache = _cache_option(args)
     if args.refresh is not False and cache is False:

@@ -257,3 +257,36 @@ def test_check_table_holds_the_schema_rules() -> None:
     moved = table.select([1, 0, *range(2, table.num_columns)])
     with pytest.raises(ifr.ValidationError, match="column_order failed in user_id"):
         check_table(moved, "records", "columns", "metadata_")
+
+
+# --- metadata="json" through the Arrow reader ----------------------------------------
+
+
+def test_json_metadata_takes_the_arrow_path_with_the_python_readers_text() -> None:
+    metas = [
+        {"z": "1", "a": 'say "hi"', "é": "back\\slash"},
+        {"b": "ünï 😀 /", "a": ""},
+        {},
+        None,
+        {"ctl": "tab\there"},  # a control character: the Python reader's escape
+    ]
+    records = [
+        {"user_id": f"U{i}", "time_utc": f"2024-01-0{i + 1}T00:00:00.000Z", "tree_planted": 1}
+        | ({} if meta is None else {"metadata": meta})
+        for i, meta in enumerate(metas)
+    ]
+    bodies = [json.dumps({"user_records": records[:4]}).encode()]
+    bodies.append(json.dumps({"user_records": records[4:]}).encode())
+    fast = FrameBuilder("records", metadata="json")
+    for body in bodies:
+        fast.add_raw(body)
+    frame = fast.finish()
+    assert fast._slow_pages == 1  # only the page with the tab
+    slow = FrameBuilder("records", metadata="json")
+    slow.add(records)
+    expected = slow.finish()
+    assert frame["metadata"].tolist()[:4] == expected["metadata"].tolist()[:4]
+    assert frame["metadata"].iloc[4] == expected["metadata"].iloc[4] == '{"ctl":"tab\\there"}'
+    texts = frame["metadata"].tolist()
+    assert texts[0] == '{"a":"say \\"hi\\"","z":"1","é":"back\\\\slash"}'  # sorted keys
+    assert [None if t is pd.NA else json.loads(t) for t in texts] == metas

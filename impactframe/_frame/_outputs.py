@@ -43,7 +43,7 @@ ARROW_TYPES: Final[dict[str, pa.DataType]] = {
 }
 _NOT_NULL: Final = frozenset(
     {"user_id", "customer_id", "customer_email", "time_utc", "impact_type", "amount"}
-)  # noqa: E501
+)
 _NON_NEGATIVE: Final = frozenset({"amount", *IMPACT_TYPES})
 _NAMES: Final = {"records": "RecordsSchema", "customer_records": "CustomerRecordsSchema"}
 _FAILURE_COLUMNS: Final = [
@@ -104,7 +104,7 @@ def check_table(table: pa.Table, endpoint: str, metadata: str, metadata_prefix: 
     if len(set(names)) != len(names):
         failures.append(
             ("", "unique_column_names", sorted({n for n in names if names.count(n) > 1}), [])
-        )  # noqa: E501
+        )
     impact = schema.field("impact_type").type if "impact_type" in names else None
     categories: list[str] = []
     if impact == IMPACT_TYPE:
@@ -124,7 +124,7 @@ def check_table(table: pa.Table, endpoint: str, metadata: str, metadata_prefix: 
         if rest[: len(meta)] != meta or meta != sorted(meta):
             failures.append(
                 (metadata_prefix + "*", "metadata_columns_sorted_after_category", str(meta), [])
-            )  # noqa: E501
+            )
     elif metadata == "json":
         expected[METADATA_COLUMN] = pa.string()
         if rest[:1] != [METADATA_COLUMN]:
@@ -135,7 +135,7 @@ def check_table(table: pa.Table, endpoint: str, metadata: str, metadata_prefix: 
         if names[position] != name:
             failures.append(
                 (name, "column_order", f"{names[position]!r} at position {position}", [])
-            )  # noqa: E501
+            )
             break
     for name, arrow_type in expected.items():
         if name not in names:

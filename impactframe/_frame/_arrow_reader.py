@@ -98,21 +98,29 @@ def meta_text(
     """
     if struct is None:
         return pa.chunked_array([pa.nulls(n, pa.string())])
-    pieces = []
-    for key in sorted(meta):
-        values = meta[key]
-        if any(ord(c) < 0x20 for c in key) or pc.any(
-            pc.match_substring_regex(values, "[\\x00-\\x1f]")
-        ).as_py():
-            return None
-        escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
-        head = json.dumps(key, ensure_ascii=False) + ':"'
-        pieces.append(pc.fill_null(pc.binary_join_element_wise(head, escaped, '",', ""), ""))
-    # each piece ends in '",' (absent: ""): joined, the last comma trimmed. (Not
-    # null_handling="skip": pyarrow 26 drops the rows where every piece is null.)
-    empty = pa.chunked_array([pa.array([""] * n, pa.string())])
-    body = pc.utf8_rtrim(pc.binary_join_element_wise(*pieces, "") if pieces else empty, ",")
-    text = pc.binary_join_element_wise("{", body, "}", "")
+    keys = sorted(meta)
+    if any(ord(c) < 0x20 for key in keys for c in key):
+        return None
+    values = [meta[key] for key in keys]
+    if values:  # one scan of every value for what JSON escapes (rare), not one per key
+        probe = pc.binary_join_element_wise(*(pc.fill_null(v, "") for v in values), "")
+        if pc.any(pc.match_substring_regex(probe, '["\\\\\\x00-\\x1f]')).as_py():
+            if pc.any(pc.match_substring_regex(probe, "[\\x00-\\x1f]")).as_py():
+                return None
+            values = [
+                pc.replace_substring(pc.replace_substring(v, "\\", "\\\\"), '"', '\\"')
+                for v in values
+            ]
+    # '"key":"value",' per key present ("" where absent), between braces; the last comma
+    # then dropped. (Not null_handling="skip": pyarrow 26 drops rows where all are null.)
+    heads = [json.dumps(key, ensure_ascii=False) + ':"' for key in keys]
+    pieces = [
+        pc.fill_null(pc.binary_join_element_wise(head, v, '",', ""), "")
+        for head, v in zip(heads, values, strict=True)
+    ]
+    text = pc.binary_join_element_wise("{", *pieces, "}", "")
+    if pieces:
+        text = pc.replace_substring_regex(text, ",}$", "}")
     return pc.if_else(struct.is_valid(), text, pa.scalar(None, text.type))
 
 

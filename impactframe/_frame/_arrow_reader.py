@@ -286,7 +286,7 @@ class PageReader:
             if self.metadata != "drop" and fields["metadata"].null_count < n:
                 return None  # "dict": the objects are the Python reader's to decode
         if self.metadata == "json":
-            meta_json = meta_text(fields.get("metadata"), meta, n)
+            meta_json = meta_text(fields.get("metadata"), meta or {}, n)
             if meta_json is None:
                 return None
             meta = None

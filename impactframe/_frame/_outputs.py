@@ -14,7 +14,7 @@ The builder assembles its Arrow arrays into a table directly (``FrameBuilder(out
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -155,12 +155,13 @@ def check_table(table: pa.Table, endpoint: str, metadata: str, metadata_prefix: 
         if bad:
             failures.append(("impact_type", "one_impact_per_row", None, bad))
     if failures:
-        _raise(_NAMES[endpoint], failures, table)
+        _raise(_NAMES[endpoint], failures)
     return table
 
 
-def _raise(name: str, failures: list[tuple[str, str, Any, list[int]]], table: pa.Table) -> None:
-    rows, parts = [], []
+def _raise(name: str, failures: list[tuple[str, str, Any, list[int]]]) -> NoReturn:
+    rows: list[tuple[Any, ...]] = []
+    parts: list[str] = []
     for column, check, case, where in failures:
         if check == "one_impact_per_row":
             column = ", ".join(["impact_type", "amount"])

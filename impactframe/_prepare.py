@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
 from ._constants import DEFAULT_METADATA_PREFIX
 from ._dtypes import check_options
+from ._frame._outputs import OUTPUTS
 from ._paging._concurrent import Concurrency, check_concurrency
-from ._params import Query, normalize_max_records, normalize_query, reject
+from ._params import Query, check_choice, normalize_max_records, normalize_query, reject
 from .client._client import Client
 
 __all__ = ["CacheOption", "DateLike", "Plan", "Refresh", "connect", "prepare"]
@@ -47,6 +49,7 @@ class Plan:
     metadata: str
     metadata_prefix: str
     dtype_backend: str
+    output: str = "pandas"
 
     def __post_init__(self) -> None:
         # The options in the loaders' order: with several bad, the same one is named first.
@@ -67,6 +70,32 @@ class Plan:
         if refresh is not False and cache is False:
             # A refresh updates a cached result; without a cache it would silently do nothing.
             reject("refresh", refresh, "False when cache=False (it updates a cache)")
+        self._check_output()
+
+    def _check_output(self) -> None:
+        """``output=``, and the options it fixes: Arrow and polars have one set of types (a
+        pandas ``dtype_backend`` means nothing there) and no column type for a dict of any
+        JSON values (``metadata="json"`` keeps them as text)."""
+        output = self.output
+        check_choice(output, "output", OUTPUTS)
+        if output == "pandas":
+            return
+        if self.dtype_backend != "numpy_nullable":
+            reject(
+                "dtype_backend",
+                self.dtype_backend,
+                f"the default 'numpy_nullable' with output={output!r} (Arrow types are fixed)",
+            )
+        if self.metadata == "dict":
+            reject("metadata", "dict", f"'columns', 'json' or 'drop' with output={output!r}")
+        if output == "polars" and importlib.util.find_spec("polars") is None:
+            msg = "output='polars' needs polars: pip install 'impactframe[polars]'"
+            raise ImportError(msg)
+
+    @property
+    def builder_output(self) -> str:
+        """The builder's ``output``: polars frames are made from its Arrow table."""
+        return "pandas" if self.output == "pandas" else "arrow"
 
     @property
     def builder_options(self) -> dict[str, Any]:
@@ -89,6 +118,7 @@ def prepare(
     progress: bool | None = None,
     cache: CacheOption = False,
     refresh: Refresh = False,
+    output: str = "pandas",
     **query: Any,
 ) -> Plan:
     """Check a call's query and options, in the order the loaders always have, as a `Plan`.
@@ -98,6 +128,7 @@ def prepare(
     endpoint : {"records", "customer_records"}
         The endpoint the call reads.
     max_records, metadata, metadata_prefix, dtype_backend, concurrency, progress, cache, refresh
+    output
         As for `load_records`; the defaults are the loaders'.
     **query
         The keywords of `normalize_query`: ``filter_by``, ``start_date``, ``end_date``,
@@ -140,6 +171,7 @@ def prepare(
         metadata=metadata,
         metadata_prefix=metadata_prefix,
         dtype_backend=dtype_backend,
+        output=output,
     )
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from ._cache import _store as _cache
 from ._constants import DEFAULT_METADATA_PREFIX
 from ._frame._builder import FrameBuilder
+from ._frame._outputs import as_output, table_from_frame
 from ._paging._concurrent import Concurrency, iter_pages
 from ._params import Query
 from ._prepare import CacheOption, DateLike, Plan, Refresh, connect, prepare
@@ -37,7 +38,7 @@ def _fetch_frame(
 ) -> pd.DataFrame:
     # Pages stay bytes until the builder parses them in batches. ``finish`` replaces
     # ``builder.finish`` (impactframe.dask reports the builder's findings itself).
-    builder = FrameBuilder(plan.endpoint, **plan.builder_options)
+    builder = FrameBuilder(plan.endpoint, output=plan.builder_output, **plan.builder_options)
     with _progress_bar(plan.progress, f"impactframe {plan.endpoint}") as bar:
         pages = iter_pages(
             client,
@@ -69,7 +70,11 @@ def _fetch_frame(
     if plan.max_records is not None and len(frame) > plan.max_records:
         # Duplicates dropped by the builder can leave more than enough after the cap was
         # requested; the cap is on the rows returned.
-        frame = frame.iloc[: plan.max_records].reset_index(drop=True)
+        frame = (
+            frame.slice(0, plan.max_records)
+            if plan.builder_output == "arrow"
+            else frame.iloc[: plan.max_records].reset_index(drop=True)
+        )
     return frame
 
 
@@ -80,15 +85,21 @@ def _load(
     api_key: str | None,
     base_url: str | None,
     **arguments: Any,
-) -> pd.DataFrame:
+) -> Any:
     # Every argument, the cache folder too, is checked before a client (and so any
     # connection) exists.
     plan = prepare(endpoint, **arguments)
     query = plan.query
     root = None if plan.cache is False else _cache.resolve_cache_dir(plan.cache)
+    if root is not None and plan.output != "pandas":
+        # The cache keeps (and refreshes, and merges) pandas frames: the one conversion.
+        arguments["output"] = "pandas"
+        frame = _load(endpoint, client=client, api_key=api_key, base_url=base_url, **arguments)
+        return as_output(table_from_frame(frame), plan.output)
     with connect(client, api_key, base_url) as active:
         if root is None:
-            return _fetch_frame(active, plan, query)
+            frame = _fetch_frame(active, plan, query)
+            return frame if plan.output == "pandas" else as_output(frame, plan.output)
         # The cache's warnings point at the user's call: user -> load_* -> _load -> cache.
         store = _cache.ParquetCache(root)
         key = _cache.CacheKey(
@@ -177,7 +188,12 @@ _COMMON_DOC = """
     progress : bool, optional
         A progress bar of records fetched; ``None`` shows it in notebooks and terminals.
     dtype_backend : {"numpy_nullable", "pyarrow"}
-        Pandas nullable dtypes, or Arrow-backed dtypes.
+        Pandas nullable dtypes, or Arrow-backed dtypes (pandas output only).
+    output : {"pandas", "arrow", "polars"}
+        A ``pandas.DataFrame``, a ``pyarrow.Table`` or a ``polars.DataFrame`` (extra
+        ``impactframe[polars]``) of the same columns, checked by the same rules; Arrow and
+        polars are built from the parsed Arrow arrays, not through pandas (but for a cached
+        query), and take neither ``dtype_backend="pyarrow"`` nor ``metadata="dict"``.
     client : Client, optional
         A configured client; alternative to ``api_key``/``base_url``.
     api_key : str, optional
@@ -187,7 +203,7 @@ _COMMON_DOC = """
 
     Returns
     -------
-    pandas.DataFrame
+    pandas.DataFrame, pyarrow.Table or polars.DataFrame
         Validated against the schema of :mod:`impactframe.schemas` (SPEC §3).
 
     Raises
@@ -220,10 +236,11 @@ def load_records(
     concurrency: Concurrency = "auto",
     progress: bool | None = None,
     dtype_backend: str = "numpy_nullable",
+    output: str = "pandas",
     client: Client | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
-) -> pd.DataFrame:
+) -> Any:
     """Load every impact record of the account (``/v1/records``) as a DataFrame.
 
     Parameters
@@ -259,10 +276,11 @@ def load_customer_records(
     concurrency: Concurrency = "auto",
     progress: bool | None = None,
     dtype_backend: str = "numpy_nullable",
+    output: str = "pandas",
     client: Client | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
-) -> pd.DataFrame:
+) -> Any:
     """Load the impact records made for customers (``/v1/customer_records``) as a DataFrame.
 
     The frame adds ``customer_id``, ``customer_email`` and ``customer_name`` after ``user_id``.

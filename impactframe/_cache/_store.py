@@ -67,8 +67,9 @@ __all__ = [
 logger = logging.getLogger("impactframe.cache")
 
 #: Bump when the layout, the manifest or the frame's values change: entries of other versions
-#: are refetched. 2: mixed-type drift columns keep their strings unquoted.
-SCHEMA_VERSION: int = 2
+#: are refetched. 2: mixed-type drift columns keep their strings unquoted. 3: the
+#: ``metadata="json"`` text has its keys sorted.
+SCHEMA_VERSION: int = 3
 
 _MANIFEST = "manifest.json"
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")

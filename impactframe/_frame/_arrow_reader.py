@@ -6,12 +6,13 @@ that is not a string shows up in the schema. `PageReader.chunk` checks what the 
 (`_python_reader`) checks, with vectorised kernels, and returns a chunk, or None as soon as
 anything is not what the Python reader would read the same way: that reader then takes the
 pages (and words any error). Declined: unknown fields, ``null`` (Arrow reads ``"k": null`` as
-a missing key), metadata that is not flat strings or in the ``"dict"``/``"json"`` modes, a
+a missing key), metadata that is not flat strings (or any in the ``"dict"`` mode), a
 timestamp not in the API's ``YYYY-MM-DDTHH:MM:SS.sssZ`` form, a name given twice in an object.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Final
 
 import numpy as np
@@ -24,7 +25,7 @@ from .._dtypes import CUSTOMER_COLUMNS
 from ._batch import Chunk
 from ._python_reader import _MIN_MS
 
-__all__ = ["PageReader", "has_null", "milliseconds", "readable"]
+__all__ = ["PageReader", "has_null", "meta_text", "milliseconds", "readable"]
 
 _BLOCK_SIZE: Final = 4 << 20  # Arrow's unit of parallel parsing (grown for a longer body)
 
@@ -78,6 +79,49 @@ def readable(body: bytes, checked: bool) -> bool:
     except UnicodeDecodeError:  # json.loads may still read it (UTF-16): the Python reader's
         return False
     return True
+
+
+def meta_text(
+    struct: pa.ChunkedArray | None, meta: dict[str, pa.ChunkedArray], n: int
+) -> pa.ChunkedArray | None:
+    r"""The ``"json"`` column of flat string metadata, built with Arrow kernels: compact JSON
+    text with the keys sorted by code point, as the Python reader's ``_meta_json`` writes it;
+    None (the Python reader's) where a value or key holds a control character, which
+    ``json.dumps`` writes as an escape this does not.
+
+    Examples
+    --------
+    >>> struct = pa.chunked_array([pa.array([{"b": 'say "hi"', "a": "x"}, None, {}])])
+    >>> meta = {k: pa.chunked_array([struct.chunk(0).field(k)]) for k in ("b", "a")}
+    >>> meta_text(struct, meta, 3).to_pylist()
+    ['{"a":"x","b":"say \\"hi\\""}', None, '{}']
+    """
+    if struct is None:
+        return pa.chunked_array([pa.nulls(n, pa.string())])
+    keys = sorted(meta)
+    if any(ord(c) < 0x20 for key in keys for c in key):
+        return None
+    values = [meta[key] for key in keys]
+    if values:  # one scan of every value for what JSON escapes (rare), not one per key
+        probe = pc.binary_join_element_wise(*(pc.fill_null(v, "") for v in values), "")
+        if pc.any(pc.match_substring_regex(probe, '["\\\\\\x00-\\x1f]')).as_py():
+            if pc.any(pc.match_substring_regex(probe, "[\\x00-\\x1f]")).as_py():
+                return None
+            values = [
+                pc.replace_substring(pc.replace_substring(v, "\\", "\\\\"), '"', '\\"')
+                for v in values
+            ]
+    # '"key":"value",' per key present ("" where absent), between braces; the last comma
+    # then dropped. (Not null_handling="skip": pyarrow 26 drops rows where all are null.)
+    heads = [json.dumps(key, ensure_ascii=False) + ':"' for key in keys]
+    pieces = [
+        pc.fill_null(pc.binary_join_element_wise(head, v, '",', ""), "")
+        for head, v in zip(heads, values, strict=True)
+    ]
+    text = pc.binary_join_element_wise("{", *pieces, "}", "")
+    if pieces:
+        text = pc.replace_substring_regex(text, ",}$", "}")
+    return pc.if_else(struct.is_valid(), text, pa.scalar(None, text.type))
 
 
 def milliseconds(times: pa.Array) -> np.ndarray | None:
@@ -166,9 +210,9 @@ class PageReader:
             self.parse_options = self._options()
 
     def accepts(self, body: bytes, checked: bool) -> bool:
-        """`readable`, and in the ``"dict"``/``"json"`` modes without metadata (whose text as
-        sent only the Python reader keeps): no batch is parsed to be declined."""
-        if self.metadata in ("dict", "json") and b'"metadata"' in body:
+        """`readable`, and in the ``"dict"`` mode without metadata (whose objects only the
+        Python reader decodes): no batch is parsed to be declined."""
+        if self.metadata == "dict" and b'"metadata"' in body:
             return False
         return readable(body, checked)
 
@@ -232,7 +276,7 @@ class PageReader:
                 return None
         meta: dict[str, pa.ChunkedArray] | None = None
         meta_json = None
-        if self.metadata == "columns":
+        if self.metadata in ("columns", "json"):
             meta = self._metadata(fields.get("metadata"))
             if meta is None:
                 return None
@@ -240,8 +284,13 @@ class PageReader:
             if not pa.types.is_struct(fields["metadata"].type):
                 return None  # "drop": any object will do, but it must be one
             if self.metadata != "drop" and fields["metadata"].null_count < n:
-                return None  # "dict"/"json": the object's text as sent is the Python reader's
-        if self.metadata in ("dict", "json"):
+                return None  # "dict": the objects are the Python reader's to decode
+        if self.metadata == "json":
+            meta_json = meta_text(fields.get("metadata"), meta or {}, n)
+            if meta_json is None:
+                return None
+            meta = None
+        elif self.metadata == "dict":
             meta_json = pa.chunked_array([pa.nulls(n, self.string_type)])
         strings = self._strings
         offsets = [lists.offsets.to_numpy()[:-1] + k for lists, k in _bases(pages)]
@@ -253,7 +302,7 @@ class PageReader:
             amount,
             strings(fields["category"]),
             None if meta is None else {k: strings(v) for k, v in meta.items()},
-            meta_json=meta_json,
+            meta_json=None if meta_json is None else strings(meta_json),
             starts=np.concatenate([np.zeros(0, np.int64), *offsets]).astype(np.int64),
         )
 

@@ -2,7 +2,8 @@
 
 `Assembly.frame` decides over all chunks what only all of them tell (new impact types, the
 drift columns and their dtypes, name clashes), then concatenates each column's chunks into
-the requested pandas dtype. A record at fault raises the ``ValidationError`` naming it.
+the requested pandas dtype, or (``output="arrow"``) straight into a ``pyarrow.Table`` of the
+same columns. A record at fault raises the ``ValidationError`` naming it.
 """
 
 from __future__ import annotations
@@ -45,14 +46,18 @@ class Assembly:
     metadata: str
     metadata_prefix: str
     dtype_backend: str
+    #: "pandas", or "arrow": a ``pyarrow.Table`` of the builder's arrays (no pandas in between)
+    output: str = "pandas"
 
     def __post_init__(self) -> None:
         self.customers = self.endpoint == "customer_records"
-        numpy = self.dtype_backend == "numpy_nullable"
+        self.arrow = self.output == "arrow"
+        numpy = self.dtype_backend == "numpy_nullable" and not self.arrow
         self.string_type = pa.large_string() if numpy else pa.string()
 
-    def frame(self) -> tuple[pd.DataFrame, Findings]:
-        """The frame (not yet validated), and its drift and new types as findings."""
+    def frame(self) -> tuple[Any, Findings]:
+        """The frame (not yet validated; a ``pyarrow.Table`` for ``output="arrow"``), and its
+        drift and new types as findings."""
         try:
             new_types, rows, codes, amounts = classify(self.chunks)
             unknown, meta_names = self.names(new_types)
@@ -63,7 +68,11 @@ class Assembly:
         found.new_types = {
             name: codes.count(len(IMPACT_TYPES) + k) for k, name in enumerate(new_types)
         }
-        found.drift = [(name, str(frame[name].dtype)) for name in unknown if name not in new_types]
+        drift = [name for name in unknown if name not in new_types]
+        if self.arrow:
+            found.drift = [(name, str(frame.schema.field(name).type)) for name in drift]
+        else:
+            found.drift = [(name, str(frame[name].dtype)) for name in drift]
         return frame, found
 
     def names(self, new_types: list[str]) -> tuple[dict[str, str], dict[str, int]]:
@@ -110,6 +119,8 @@ class Assembly:
         raise AssertionError(name)  # pragma: no cover - only names some chunk has
 
     def _column(self, values: pa.Array | pa.ChunkedArray, dtype: Any) -> Any:
+        if self.arrow:
+            return values
         if self.dtype_backend == "pyarrow":
             return pd.arrays.ArrowExtensionArray(values)
         return dtype.__from_arrow__(values)
@@ -130,7 +141,7 @@ class Assembly:
         amounts_: list[int],
         unknown: dict[str, str],
         meta_names: dict[str, int],
-    ) -> pd.DataFrame:
+    ) -> Any:
         chunks, column, strings = self.chunks, self._column, self._strings
         columns: dict[str, Any] = {"user_id": strings([c.user_id for c in chunks])}
         if self.customers:
@@ -144,7 +155,12 @@ class Assembly:
             codes = codes.astype(np.int16)
             codes[rows], amounts[rows] = codes_, amounts_
         categories = pd.CategoricalDtype([*IMPACT_TYPES, *new_types], ordered=False)
-        columns["impact_type"] = pd.Categorical.from_codes(codes, dtype=categories)
+        if self.arrow:  # dictionary<int32, string>: the categories in order, as pandas has them
+            columns["impact_type"] = pa.DictionaryArray.from_arrays(
+                pa.array(codes, pa.int32()), pa.array(list(categories.categories), pa.string())
+            )
+        else:
+            columns["impact_type"] = pd.Categorical.from_codes(codes, dtype=categories)
         columns.update(self._amount_columns(codes, amounts, list(categories.categories)))
         columns["category"] = strings([c.category for c in chunks])
         for name in meta_names:
@@ -156,6 +172,9 @@ class Assembly:
             )
             if self.metadata == "json":
                 columns[METADATA_COLUMN] = column(texts, STRING)
+            elif self.arrow:  # refused by the loaders' checks: a dict has no one Arrow type
+                msg = "metadata='dict' has no Arrow output; use 'json' or 'columns'"
+                raise ValueError(msg)
             else:
                 objects = np.empty(len(ms), dtype=object)
                 objects[:] = [None if t is None else json.loads(t) for t in texts.to_pylist()]
@@ -166,6 +185,8 @@ class Assembly:
             texts = [t for part in self._sparse(attr, name) for t in part.to_pylist()]
             values, dtype = drift_array(texts)
             columns[name] = column(values, dtype)
+        if self.arrow:
+            return pa.table(columns)
         return pd.DataFrame(columns, copy=False)
 
     def _amount_columns(
@@ -173,7 +194,7 @@ class Assembly:
     ) -> dict[str, Any]:
         """``amount`` and one column per impact type (null where the row is of another type)."""
         n = len(amounts)
-        if self.dtype_backend == "numpy_nullable":
+        if self.dtype_backend == "numpy_nullable" and not self.arrow:
             columns = {"amount": pd.arrays.IntegerArray(amounts, np.zeros(n, dtype=bool))}
             for code, name in enumerate(names):
                 # the values under the mask are never read: a copy is cheaper than zeroing
@@ -181,14 +202,13 @@ class Assembly:
             return columns
         # Arrow arrays are immutable: every impact column shares the amounts buffer, each with
         # its own validity bitmap (8 bytes a row less per column).
+        wrap = (lambda a: a) if self.arrow else pd.arrays.ArrowExtensionArray
         values = pa.array(amounts, pa.int64())
         data = values.buffers()[1]
-        columns = {"amount": pd.arrays.ArrowExtensionArray(values)}
+        columns = {"amount": wrap(values)}
         for code, name in enumerate(names):
             bitmap = pa.py_buffer(np.packbits(codes == code, bitorder="little"))
-            columns[name] = pd.arrays.ArrowExtensionArray(
-                pa.Array.from_buffers(pa.int64(), n, [bitmap, data])
-            )
+            columns[name] = wrap(pa.Array.from_buffers(pa.int64(), n, [bitmap, data]))
         return columns
 
     def row_error(self, bad: BadRow) -> ValidationError:

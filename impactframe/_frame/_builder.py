@@ -29,12 +29,14 @@ import pyarrow as pa
 from .._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS
 from .._dtypes import check_options
 from .._paging._pages import Page, decode_page, loads
+from .._params import check_choice
 from .._warn import warn_all
 from ..schemas import validate
 from ._arrow_reader import PageReader
 from ._assemble import Assembly
 from ._batch import Chunk
 from ._drift import Findings
+from ._outputs import check_table
 from ._python_reader import PageChecker
 from ._repeats import Repeats, logger
 
@@ -74,6 +76,10 @@ class FrameBuilder:
         them has waited this long (pages from a slow API are checked without waiting).
     repeats : Repeats, optional
         The repeat state to continue (the export's next batch: `Repeats.handoff`).
+    output : {"pandas", "arrow"}, default "pandas"
+        `finish` returns a pandas frame, or a ``pyarrow.Table`` of the same columns (see
+        `impactframe._frame._outputs`; ``dtype_backend`` must then be the default and
+        ``metadata`` not ``"dict"``).
 
     Raises
     ------
@@ -105,6 +111,7 @@ class FrameBuilder:
         batch_bytes: int = BATCH_BYTES,
         batch_seconds: float = BATCH_SECONDS,
         repeats: Repeats | None = None,
+        output: str = "pandas",
     ) -> None:
         check_options(
             endpoint=endpoint,
@@ -112,11 +119,17 @@ class FrameBuilder:
             metadata_prefix=metadata_prefix,
             dtype_backend=dtype_backend,
         )
+        check_choice(output, "output", ("pandas", "arrow"))
+        if output == "arrow" and (dtype_backend != "numpy_nullable" or metadata == "dict"):
+            msg = "output='arrow' takes the default dtype_backend and no metadata='dict'"
+            raise ValueError(msg)
+        self.output = output
         self.endpoint, self.metadata, self.metadata_prefix = endpoint, metadata, metadata_prefix
         self.dtype_backend = dtype_backend
         self.batch_bytes, self.batch_seconds = batch_bytes, batch_seconds
         self._records_key = ENDPOINTS[endpoint][1]
-        text = pa.large_string() if dtype_backend == "numpy_nullable" else pa.string()
+        arrow_text = dtype_backend == "pyarrow" or output == "arrow"
+        text = pa.string() if arrow_text else pa.large_string()
         self._checker = PageChecker(endpoint, metadata, text)
         self._reader = PageReader(endpoint, metadata, text)
         self.repeats = repeats or Repeats()
@@ -296,7 +309,7 @@ class FrameBuilder:
 
     # -- the frame ----------------------------------------------------------------------------
 
-    def finish(self, *, warn: bool = True) -> pd.DataFrame:
+    def finish(self, *, warn: bool = True) -> Any:
         """Build and validate the frame of every record taken so far.
 
         Unknown top-level fields become extra columns at the end; a record whose only impact
@@ -319,7 +332,12 @@ class FrameBuilder:
         """
         self.flush()
         assembly = Assembly(
-            self._chunks, self.endpoint, self.metadata, self.metadata_prefix, self.dtype_backend
+            self._chunks,
+            self.endpoint,
+            self.metadata,
+            self.metadata_prefix,
+            self.dtype_backend,
+            self.output,
         )
         frame, found = assembly.frame()
         rule = self.repeats
@@ -330,6 +348,8 @@ class FrameBuilder:
         self.findings = found
         if warn:
             warn_all(found.messages())
+        if self.output == "arrow":
+            return check_table(frame, self.endpoint, self.metadata, self.metadata_prefix)
         return validate(
             frame,
             self.endpoint,

@@ -167,9 +167,12 @@ def _add_metadata(stores: dict[str, _Sparse], meta: dict[Any, Any], row: int) ->
 
 
 def _meta_json(meta: dict[Any, Any]) -> str:
-    """The metadata object as compact JSON text, numbers as sent, never ``NaN``."""
+    """The metadata object as compact JSON text, numbers as sent, never ``NaN``; its keys
+    sorted by code point (as the Arrow reader's `meta_text` writes them, whatever the order
+    sent: the same text on every path)."""
     if not all(isinstance(key, str) for key in meta):
         raise _Bad(field="metadata", reason="has a key that is not a string")
+    meta = dict(sorted(meta.items()))
     if all(type(value) is str for value in meta.values()):
         return json.dumps(meta, separators=(",", ":"), ensure_ascii=False)
     try:

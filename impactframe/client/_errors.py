@@ -122,8 +122,15 @@ def _chain(exc: BaseException) -> list[BaseException]:
         if not isinstance(item, BaseException) or any(item is s for s in seen):
             continue
         seen.append(item)
-        todo.extend([*item.args[:1], getattr(item, "reason", None), item.__cause__,
-                     item.__context__, getattr(item, "cause", None)])
+        todo.extend(
+            [
+                *item.args[:1],
+                getattr(item, "reason", None),
+                item.__cause__,
+                item.__context__,
+                getattr(item, "cause", None),
+            ]
+        )
     return seen
 
 

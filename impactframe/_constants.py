@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from types import MappingProxyType
+from typing import Any, Final, Literal
 
 PRODUCTION_URL: Final = "https://api.1clickimpact.com"
 SANDBOX_URL: Final = "https://sandbox.1clickimpact.com"
@@ -46,6 +47,27 @@ SORT_ORDERS: Final = ("asc", "desc")
 METADATA_MODES: Final = ("columns", "dict", "json", "drop")
 DTYPE_BACKENDS: Final = ("numpy_nullable", "pyarrow")
 DEFAULT_METADATA_PREFIX: Final = "metadata_"
+#: The defaults of the public keywords (SPEC §2), written once: the signatures of the loaders,
+#: `export_parquet`, `impactframe.dask` and `_prepare.prepare` read them from here.
+DEFAULTS: Final[MappingProxyType[str, Any]] = MappingProxyType(
+    {
+        "customer_email": None,
+        "filter_by": None,
+        "start_date": None,
+        "end_date": None,
+        "sort_order": "asc",
+        "page_size": MAX_PAGE_SIZE,
+        "max_records": None,
+        "metadata": "columns",
+        "metadata_prefix": DEFAULT_METADATA_PREFIX,
+        "cache": False,
+        "refresh": False,
+        "concurrency": "auto",
+        "progress": None,
+        "dtype_backend": "numpy_nullable",
+        "output": "pandas",
+    }
+)
 
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_MAX_RETRIES: Final = 5

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ._constants import (
-    DEFAULT_METADATA_PREFIX,
+    DEFAULTS,
     DTYPE_BACKENDS,
     ENDPOINTS,
     IMPACT_TYPES,
@@ -45,9 +45,9 @@ CUSTOMER_COLUMNS: Final = ("customer_id", "customer_email", "customer_name")
 def check_options(
     *,
     endpoint: object = "records",
-    metadata: object = "columns",
-    metadata_prefix: object = DEFAULT_METADATA_PREFIX,
-    dtype_backend: object = "numpy_nullable",
+    metadata: object = DEFAULTS["metadata"],
+    metadata_prefix: object = DEFAULTS["metadata_prefix"],
+    dtype_backend: object = DEFAULTS["dtype_backend"],
 ) -> None:
     """Raise ``ValueError`` naming the argument and the accepted values when one is wrong.
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ._constants import ENDPOINTS, IMPACT_TYPES, MAX_PAGE_SIZE, MIN_PAGE_SIZE, SORT_ORDERS
+from ._constants import DEFAULTS, ENDPOINTS, IMPACT_TYPES, MAX_PAGE_SIZE, MIN_PAGE_SIZE, SORT_ORDERS
 
 __all__ = [
     "Query",
@@ -310,18 +310,36 @@ class Query:
             params["customer_email"] = self.customer_email
         return params
 
-    def key(self) -> str:
-        """Return a canonical, stable string naming the records this query selects.
+    def to_json(self) -> dict[str, Any]:
+        """The query's one canonical form, as JSON-ready data: what selects the records.
 
-        Meant for cache keys (together with the endpoint and the account fingerprint). It covers
-        every field that changes which records come back or their order; ``page_size`` is left
-        out because it only changes how they are cut into pages. The string holds the customer
-        e-mail verbatim: hash it before it goes into a path.
+        The cache key hashes it (so its bytes must not change without a cache
+        ``SCHEMA_VERSION`` bump) and an export's marker records it. It covers every field
+        that changes which records come back or their order; ``page_size`` is left out
+        because it only changes how they are cut into pages. Dates are ISO days and
+        ``filter_by`` is sorted. It holds the customer e-mail verbatim: hash it before it goes
+        into a path.
 
         Returns
         -------
-        str
-            Compact JSON with sorted keys.
+        dict
+            ``filter_by``, ``start_date``, ``end_date``, ``sort_order``, ``customer_email``.
+
+        Examples
+        --------
+        >>> normalize_query("records", start_date="2024-01-31").to_json()["start_date"]
+        '2024-01-31'
+        """
+        return {
+            "filter_by": sorted(self.filter_by) if self.filter_by is not None else None,
+            "start_date": self.start_date.isoformat() if self.start_date else None,
+            "end_date": self.end_date.isoformat() if self.end_date else None,
+            "sort_order": self.sort_order,
+            "customer_email": self.customer_email,
+        }
+
+    def key(self) -> str:
+        """`to_json` as one compact string with sorted keys: a stable name for the query.
 
         Examples
         --------
@@ -329,14 +347,7 @@ class Query:
         '{"customer_email":null,"end_date":"2024-12-31","filter_by":["tree_planted"],\
 "sort_order":"asc","start_date":null}'
         """
-        fields: dict[str, Any] = {
-            "filter_by": list(self.filter_by) if self.filter_by is not None else None,
-            "start_date": self.start_date.isoformat() if self.start_date else None,
-            "end_date": self.end_date.isoformat() if self.end_date else None,
-            "sort_order": self.sort_order,
-            "customer_email": self.customer_email,
-        }
-        return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def normalize_query(
@@ -345,8 +356,8 @@ def normalize_query(
     filter_by: object = None,
     start_date: object = None,
     end_date: object = None,
-    sort_order: object = "asc",
-    page_size: object = MAX_PAGE_SIZE,
+    sort_order: object = DEFAULTS["sort_order"],
+    page_size: object = DEFAULTS["page_size"],
     customer_email: object = None,
 ) -> Query:
     """Validate a query's arguments and return them as a `Query`.

@@ -1,10 +1,11 @@
 """The argument checks that `load_records`, `load_customer_records` and `export_parquet` share.
 
-Each public function keeps its explicit keywords (for IDEs and docs) and hands them on as
-collected keywords. `prepare` checks the query, ``max_records`` and the options, in that
-order, and returns them as one `Plan`; `connect` checks ``client=``/``api_key=``/``base_url=``
-and opens a `Client` only when none was given. Everything here raises before any request is
-sent (SPEC §2).
+Each public function keeps its explicit keywords (for IDEs and docs), with the defaults of
+`impactframe._constants.DEFAULTS`, and passes them on by name. `prepare` checks the query,
+``max_records`` and the options, in that order, and returns them as one `Plan`; `connect`
+checks ``client=``/``api_key=``/``base_url=`` and opens a `Client` only when none was given.
+Everything here raises before any request is sent (SPEC §2). `fill_doc` puts the numpydoc
+text that several public functions share into their docstrings.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
-from collections.abc import Iterator
-from typing import Any, Literal
+import re
+import textwrap
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar
 
-from ._constants import DEFAULT_METADATA_PREFIX
+from ._constants import DEFAULTS
 from ._dtypes import check_options
 from ._frame._outputs import OUTPUTS
 from ._paging._concurrent import Concurrency, check_concurrency
 from ._params import Query, check_choice, normalize_max_records, normalize_query, reject
 from .client._client import Client
 
-__all__ = ["CacheOption", "DateLike", "Plan", "Refresh", "connect", "prepare"]
+__all__ = ["CacheOption", "DateLike", "Plan", "Refresh", "connect", "fill_doc", "prepare"]
 
 DateLike = str | Any  # str, datetime.date, datetime.datetime or pandas.Timestamp
 Refresh = bool | Literal["full"]
@@ -110,16 +113,21 @@ class Plan:
 def prepare(
     endpoint: str,
     *,
-    max_records: int | None = None,
-    metadata: str = "columns",
-    metadata_prefix: str = DEFAULT_METADATA_PREFIX,
-    dtype_backend: str = "numpy_nullable",
-    concurrency: Concurrency = "auto",
-    progress: bool | None = None,
-    cache: CacheOption = False,
-    refresh: Refresh = False,
-    output: str = "pandas",
-    **query: Any,
+    customer_email: str | None = DEFAULTS["customer_email"],
+    filter_by: object = DEFAULTS["filter_by"],
+    start_date: DateLike | None = DEFAULTS["start_date"],
+    end_date: DateLike | None = DEFAULTS["end_date"],
+    sort_order: str = DEFAULTS["sort_order"],
+    page_size: int = DEFAULTS["page_size"],
+    max_records: int | None = DEFAULTS["max_records"],
+    metadata: str = DEFAULTS["metadata"],
+    metadata_prefix: str = DEFAULTS["metadata_prefix"],
+    dtype_backend: str = DEFAULTS["dtype_backend"],
+    concurrency: Concurrency = DEFAULTS["concurrency"],
+    progress: bool | None = DEFAULTS["progress"],
+    cache: CacheOption = DEFAULTS["cache"],
+    refresh: Refresh = DEFAULTS["refresh"],
+    output: str = DEFAULTS["output"],
 ) -> Plan:
     """Check a call's query and options, in the order the loaders always have, as a `Plan`.
 
@@ -127,12 +135,12 @@ def prepare(
     ----------
     endpoint : {"records", "customer_records"}
         The endpoint the call reads.
-    max_records, metadata, metadata_prefix, dtype_backend, concurrency, progress, cache, refresh
+    customer_email, filter_by, start_date, end_date, sort_order, page_size
+        The query, checked by `normalize_query` (``customer_email`` only for
+        ``customer_records``).
+    max_records, metadata, metadata_prefix, dtype_backend, concurrency, progress, cache, refresh,
     output
-        As for `load_records`; the defaults are the loaders'.
-    **query
-        The keywords of `normalize_query`: ``filter_by``, ``start_date``, ``end_date``,
-        ``sort_order``, ``page_size`` and ``customer_email``.
+        As for `load_records`; the defaults are the loaders' (`DEFAULTS`).
 
     Returns
     -------
@@ -158,7 +166,15 @@ def prepare(
     ...
     ValueError: refresh: True is not accepted; expected False when cache=False (it updates a cache)
     """
-    checked_query = normalize_query(endpoint, **query)
+    checked_query = normalize_query(
+        endpoint,
+        filter_by=filter_by,
+        start_date=start_date,
+        end_date=end_date,
+        sort_order=sort_order,
+        page_size=page_size,
+        customer_email=customer_email,
+    )
     checked_max = normalize_max_records(max_records)
     return Plan(
         endpoint=endpoint,
@@ -214,3 +230,39 @@ def connect(client: Client | None, api_key: str | None, base_url: str | None) ->
         return
     with Client(api_key, base_url=base_url) as owned:
         yield owned
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_SLOT = re.compile(r"^( *)\{(\w+)\}\n", re.MULTILINE)
+
+
+def fill_doc(**fragments: str) -> Callable[[_F], _F]:
+    r"""Put shared numpydoc text into the docstring of the function it decorates.
+
+    A line of the docstring that holds only ``{name}`` is replaced by the fragment `name`,
+    indented like that line (pandas' ``@doc`` idea, without ``str.format``, so the rest of
+    the docstring may hold braces). A slot without a fragment fails at import.
+
+    Examples
+    --------
+    >>> def f(x):
+    ...     pass
+    >>> f.__doc__ = "Parameters\n    ----------\n    {common}\n"
+    >>> print(fill_doc(common="x : int\n    Anything.")(f).__doc__)
+    Parameters
+        ----------
+        x : int
+            Anything.
+    <BLANKLINE>
+    """
+    texts = {name: textwrap.dedent(text).strip("\n") for name, text in fragments.items()}
+
+    def indent(match: re.Match[str]) -> str:
+        pad = match[1]
+        return "".join(f"{pad}{line}\n" if line else "\n" for line in texts[match[2]].split("\n"))
+
+    def decorate(func: _F) -> _F:
+        func.__doc__ = _SLOT.sub(indent, func.__doc__ or "")
+        return func
+
+    return decorate

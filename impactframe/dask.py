@@ -23,17 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ._constants import DTYPE_BACKENDS, ENDPOINTS, IMPACT_TYPES
+from ._constants import DEFAULTS, DTYPE_BACKENDS, ENDPOINTS, IMPACT_TYPES
 from ._frame._builder import FrameBuilder, empty_frame
 from ._frame._drift import Findings
 from ._paging._concurrent import date_bounds, open_windows
 from ._paging._windows import split_windows
 from ._params import Query, check_choice, normalize_query, reject
+from ._prepare import fill_doc, prepare
 from ._warn import warn_all
 from .client._client import Client
 from .client._secrets import _fingerprint, _resolve_api_key
 from .errors import SchemaDriftWarning
-from .loaders import _load_with
+from .loaders import load_with
 
 if TYPE_CHECKING:
     import dask.dataframe
@@ -182,24 +183,27 @@ class _WindowReader:
         )
 
     def __call__(self, window: tuple[str, str]) -> pd.DataFrame:
-        options: dict[str, Any] = {
-            "filter_by": self.query.filter_by,
-            "start_date": window[0],
-            "end_date": window[1],
-            "sort_order": self.query.sort_order,
-            "page_size": self.query.page_size,
-            "metadata": "json" if self.metadata_keys is None else "columns",
-            "metadata_prefix": _PREFIX,
-            "dtype_backend": self.dtype_backend,
-            "progress": False,
-            "concurrency": 1,  # Dask runs the partitions in parallel already
-            "api_key": self.key.get(),
-            "base_url": self.base_url,
-        }
-        if self.endpoint == "customer_records":
-            options["customer_email"] = self.query.customer_email
+        plan = prepare(
+            self.endpoint,
+            customer_email=self.query.customer_email,
+            filter_by=self.query.filter_by,
+            start_date=window[0],
+            end_date=window[1],
+            sort_order=self.query.sort_order,
+            page_size=self.query.page_size,
+            metadata="json" if self.metadata_keys is None else "columns",
+            metadata_prefix=_PREFIX,
+            dtype_backend=self.dtype_backend,
+            progress=False,
+            concurrency=1,  # Dask runs the partitions in parallel already
+        )
         found: list[Findings] = []
-        frame = _load_with(self.endpoint, lambda builder: _build(builder, found), **options)
+        frame = load_with(
+            plan,
+            lambda builder: _build(builder, found),
+            api_key=self.key.get(),
+            base_url=self.base_url,
+        )
         meta = _meta(self.endpoint, self.metadata_keys, self.dtype_backend)
         _report(self.endpoint, frame, meta, found[0])
         return _conform(frame, meta)
@@ -235,16 +239,16 @@ def _months(start: dt.date, end: dt.date) -> int:
 
 def _read(
     endpoint: str,
+    query: Query,
     *,
     metadata_keys: Iterable[str] | None,
     npartitions: int | None,
     dtype_backend: str,
     api_key: str | None,
     base_url: str | None,
-    **query_arguments: Any,
 ) -> dask.dataframe.DataFrame:
-    # Every argument is checked before a client (and so any connection) exists.
-    query = normalize_query(endpoint, **query_arguments)
+    # Every argument is checked before a client (and so any connection) exists; the query
+    # came checked by the caller's `normalize_query`.
     keys = _check_metadata_keys(metadata_keys)
     n = _check_npartitions(npartitions)
     check_choice(dtype_backend, "dtype_backend", DTYPE_BACKENDS)
@@ -331,16 +335,17 @@ _COMMON_DOC = """
 """
 
 
+@fill_doc(common=_COMMON_DOC)
 def read_records(
     *,
-    filter_by: str | Iterable[str] | None = None,
-    start_date: Any = None,
-    end_date: Any = None,
-    sort_order: str = "asc",
-    page_size: int = 1000,
+    filter_by: str | Iterable[str] | None = DEFAULTS["filter_by"],
+    start_date: Any = DEFAULTS["start_date"],
+    end_date: Any = DEFAULTS["end_date"],
+    sort_order: str = DEFAULTS["sort_order"],
+    page_size: int = DEFAULTS["page_size"],
     metadata_keys: Iterable[str] | None = None,
     npartitions: int | None = None,
-    dtype_backend: str = "numpy_nullable",
+    dtype_backend: str = DEFAULTS["dtype_backend"],
     api_key: str | None = None,
     base_url: str | None = None,
 ) -> dask.dataframe.DataFrame:
@@ -359,21 +364,37 @@ def read_records(
     >>> ddf.npartitions, len(frame), "metadata" in frame.columns
     (4, 100, True)
     """
-    # locals() holds exactly the keywords above: the body is shared, the signature is not.
-    return _read("records", **locals())
+    query = normalize_query(
+        "records",
+        filter_by=filter_by,
+        start_date=start_date,
+        end_date=end_date,
+        sort_order=sort_order,
+        page_size=page_size,
+    )
+    return _read(
+        "records",
+        query,
+        metadata_keys=metadata_keys,
+        npartitions=npartitions,
+        dtype_backend=dtype_backend,
+        api_key=api_key,
+        base_url=base_url,
+    )
 
 
+@fill_doc(common=_COMMON_DOC)
 def read_customer_records(
     *,
-    customer_email: str | None = None,
-    filter_by: str | Iterable[str] | None = None,
-    start_date: Any = None,
-    end_date: Any = None,
-    sort_order: str = "asc",
-    page_size: int = 1000,
+    customer_email: str | None = DEFAULTS["customer_email"],
+    filter_by: str | Iterable[str] | None = DEFAULTS["filter_by"],
+    start_date: Any = DEFAULTS["start_date"],
+    end_date: Any = DEFAULTS["end_date"],
+    sort_order: str = DEFAULTS["sort_order"],
+    page_size: int = DEFAULTS["page_size"],
     metadata_keys: Iterable[str] | None = None,
     npartitions: int | None = None,
-    dtype_backend: str = "numpy_nullable",
+    dtype_backend: str = DEFAULTS["dtype_backend"],
     api_key: str | None = None,
     base_url: str | None = None,
 ) -> dask.dataframe.DataFrame:
@@ -395,11 +416,21 @@ def read_customer_records(
     >>> list(frame.columns[:2]), list(frame.columns[-1:])
     (['user_id', 'customer_id'], ['metadata_order_id'])
     """
-    # locals() holds exactly the keywords above: the body is shared, the signature is not.
-    return _read("customer_records", **locals())
-
-
-read_records.__doc__ = (read_records.__doc__ or "").replace("{common}", _COMMON_DOC.strip())
-read_customer_records.__doc__ = (read_customer_records.__doc__ or "").replace(
-    "{common}", _COMMON_DOC.strip()
-)
+    query = normalize_query(
+        "customer_records",
+        customer_email=customer_email,
+        filter_by=filter_by,
+        start_date=start_date,
+        end_date=end_date,
+        sort_order=sort_order,
+        page_size=page_size,
+    )
+    return _read(
+        "customer_records",
+        query,
+        metadata_keys=metadata_keys,
+        npartitions=npartitions,
+        dtype_backend=dtype_backend,
+        api_key=api_key,
+        base_url=base_url,
+    )

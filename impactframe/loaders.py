@@ -10,21 +10,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import pandas as pd
 
 from ._cache import _store as _cache
-from ._constants import DEFAULT_METADATA_PREFIX
+from ._constants import DEFAULTS
 from ._frame._builder import FrameBuilder
 from ._frame._outputs import as_output, table_from_frame
 from ._paging._concurrent import Concurrency, iter_pages
 from ._params import Query
-from ._prepare import CacheOption, DateLike, Plan, Refresh, connect, prepare
+from ._prepare import CacheOption, DateLike, Plan, Refresh, connect, fill_doc, prepare
 from ._progress import _progress_bar, page_progress
 from .client._client import Client
 
-__all__ = ["load_customer_records", "load_records"]
+__all__ = ["load_customer_records", "load_records", "load_with"]
 
 logger = logging.getLogger("impactframe")
 
@@ -79,22 +78,22 @@ def _fetch_frame(
 
 
 def _load(
-    endpoint: str,
+    plan: Plan,
     *,
     client: Client | None,
     api_key: str | None,
     base_url: str | None,
-    **arguments: Any,
 ) -> Any:
     # Every argument, the cache folder too, is checked before a client (and so any
-    # connection) exists.
-    plan = prepare(endpoint, **arguments)
-    query = plan.query
+    # connection) exists: the caller's `prepare` checked the rest.
+    endpoint, query = plan.endpoint, plan.query
     root = None if plan.cache is False else _cache.resolve_cache_dir(plan.cache)
     if root is not None and plan.output != "pandas":
         # The cache keeps (and refreshes, and merges) pandas frames: the one conversion.
-        arguments["output"] = "pandas"
-        frame = _load(endpoint, client=client, api_key=api_key, base_url=base_url, **arguments)
+        frame = _load(
+            dataclasses.replace(plan, output="pandas"),
+            client=client, api_key=api_key, base_url=base_url,
+        )  # fmt: skip
         return as_output(table_from_frame(frame), plan.output)
     with connect(client, api_key, base_url) as active:
         if root is None:
@@ -138,20 +137,41 @@ def _load(
             return frame
 
 
-def _load_with(
-    endpoint: str,
+def load_with(
+    plan: Plan,
     finish: Callable[[FrameBuilder], pd.DataFrame],
     *,
     api_key: str | None,
     base_url: str | None,
-    **arguments: Any,
 ) -> pd.DataFrame:
-    """`load_records` (or `load_customer_records`) without a cache, built by ``finish``.
+    """`load_records` (or `load_customer_records`) of a checked `plan`, built by ``finish``.
 
     For impactframe.dask: its partitions must say what the Dask frame leaves out instead of
-    passing on the builder's warnings (which describe the loader's frame).
+    passing on the builder's warnings (which describe the loader's frame). No cache: the
+    plan's ``cache`` is ignored.
+
+    Parameters
+    ----------
+    plan : Plan
+        The checked call, from `prepare`.
+    finish : callable
+        Takes the `FrameBuilder` once every page is in; returns the frame.
+    api_key, base_url : str, optional
+        As for `load_records`.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Examples
+    --------
+    >>> from impactframe.sandbox import SandboxServer
+    >>> with SandboxServer(n_records=5) as server:
+    ...     frame = load_with(prepare("records", progress=False), lambda b: b.finish(),
+    ...                       api_key=server.api_key, base_url=server.url)
+    >>> len(frame)
+    5
     """
-    plan = prepare(endpoint, **arguments)
     with connect(None, api_key, base_url) as active:
         return _fetch_frame(active, plan, plan.query, finish=finish)
 
@@ -221,22 +241,23 @@ _COMMON_DOC = """
 """
 
 
+@fill_doc(common=_COMMON_DOC)
 def load_records(
     *,
-    filter_by: str | Iterable[str] | None = None,
-    start_date: DateLike | None = None,
-    end_date: DateLike | None = None,
-    sort_order: str = "asc",
-    page_size: int = 1000,
-    max_records: int | None = None,
-    metadata: str = "columns",
-    metadata_prefix: str = DEFAULT_METADATA_PREFIX,
-    cache: CacheOption = False,
-    refresh: Refresh = False,
-    concurrency: Concurrency = "auto",
-    progress: bool | None = None,
-    dtype_backend: str = "numpy_nullable",
-    output: str = "pandas",
+    filter_by: str | Iterable[str] | None = DEFAULTS["filter_by"],
+    start_date: DateLike | None = DEFAULTS["start_date"],
+    end_date: DateLike | None = DEFAULTS["end_date"],
+    sort_order: str = DEFAULTS["sort_order"],
+    page_size: int = DEFAULTS["page_size"],
+    max_records: int | None = DEFAULTS["max_records"],
+    metadata: str = DEFAULTS["metadata"],
+    metadata_prefix: str = DEFAULTS["metadata_prefix"],
+    cache: CacheOption = DEFAULTS["cache"],
+    refresh: Refresh = DEFAULTS["refresh"],
+    concurrency: Concurrency = DEFAULTS["concurrency"],
+    progress: bool | None = DEFAULTS["progress"],
+    dtype_backend: str = DEFAULTS["dtype_backend"],
+    output: str = DEFAULTS["output"],
     client: Client | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
@@ -256,27 +277,44 @@ def load_records(
     >>> df["impact_type"].unique().tolist()
     ['tree_planted']
     """
-    # locals() holds exactly the keywords above: the body is shared, the signature is not.
-    return _load("records", **locals())
+    plan = prepare(
+        "records",
+        filter_by=filter_by,
+        start_date=start_date,
+        end_date=end_date,
+        sort_order=sort_order,
+        page_size=page_size,
+        max_records=max_records,
+        metadata=metadata,
+        metadata_prefix=metadata_prefix,
+        cache=cache,
+        refresh=refresh,
+        concurrency=concurrency,
+        progress=progress,
+        dtype_backend=dtype_backend,
+        output=output,
+    )
+    return _load(plan, client=client, api_key=api_key, base_url=base_url)
 
 
+@fill_doc(common=_COMMON_DOC)
 def load_customer_records(
     *,
-    customer_email: str | None = None,
-    filter_by: str | Iterable[str] | None = None,
-    start_date: DateLike | None = None,
-    end_date: DateLike | None = None,
-    sort_order: str = "asc",
-    page_size: int = 1000,
-    max_records: int | None = None,
-    metadata: str = "columns",
-    metadata_prefix: str = DEFAULT_METADATA_PREFIX,
-    cache: CacheOption = False,
-    refresh: Refresh = False,
-    concurrency: Concurrency = "auto",
-    progress: bool | None = None,
-    dtype_backend: str = "numpy_nullable",
-    output: str = "pandas",
+    customer_email: str | None = DEFAULTS["customer_email"],
+    filter_by: str | Iterable[str] | None = DEFAULTS["filter_by"],
+    start_date: DateLike | None = DEFAULTS["start_date"],
+    end_date: DateLike | None = DEFAULTS["end_date"],
+    sort_order: str = DEFAULTS["sort_order"],
+    page_size: int = DEFAULTS["page_size"],
+    max_records: int | None = DEFAULTS["max_records"],
+    metadata: str = DEFAULTS["metadata"],
+    metadata_prefix: str = DEFAULTS["metadata_prefix"],
+    cache: CacheOption = DEFAULTS["cache"],
+    refresh: Refresh = DEFAULTS["refresh"],
+    concurrency: Concurrency = DEFAULTS["concurrency"],
+    progress: bool | None = DEFAULTS["progress"],
+    dtype_backend: str = DEFAULTS["dtype_backend"],
+    output: str = DEFAULTS["output"],
     client: Client | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
@@ -300,11 +338,22 @@ def load_customer_records(
     >>> list(df.columns[:4])
     ['user_id', 'customer_id', 'customer_email', 'customer_name']
     """
-    # locals() holds exactly the keywords above: the body is shared, the signature is not.
-    return _load("customer_records", **locals())
-
-
-load_records.__doc__ = (load_records.__doc__ or "").replace("{common}", _COMMON_DOC.strip())
-load_customer_records.__doc__ = (load_customer_records.__doc__ or "").replace(
-    "{common}", _COMMON_DOC.strip()
-)
+    plan = prepare(
+        "customer_records",
+        customer_email=customer_email,
+        filter_by=filter_by,
+        start_date=start_date,
+        end_date=end_date,
+        sort_order=sort_order,
+        page_size=page_size,
+        max_records=max_records,
+        metadata=metadata,
+        metadata_prefix=metadata_prefix,
+        cache=cache,
+        refresh=refresh,
+        concurrency=concurrency,
+        progress=progress,
+        dtype_backend=dtype_backend,
+        output=output,
+    )
+    return _load(plan, client=client, api_key=api_key, base_url=base_url)

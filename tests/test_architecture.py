@@ -8,8 +8,13 @@ import hides inside a function except an optional extra's.
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from pathlib import Path
+
+import impactframe as ifr
+import impactframe.dask as ifr_dask
+from impactframe._constants import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "impactframe"
@@ -84,3 +89,29 @@ def test_no_import_inside_a_function_but_an_optional_one() -> None:
         if not _lazy(module)
     ]
     assert hidden == []
+
+
+def test_arguments_are_passed_by_name_and_docstrings_filled_by_fill_doc() -> None:
+    # Issue 11 point 5: `**locals()` breaks silently when a local is added, and docstrings
+    # patched after the fact by ``str.replace`` drift; `_prepare.fill_doc` is the one way.
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in PACKAGE.rglob("*.py")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "**locals()" in line or re.search(r"__doc__.*\.replace\(", line)
+    ]
+    assert found == []
+
+
+def test_public_defaults_are_the_one_mapping() -> None:
+    functions = (
+        ifr.load_records,
+        ifr.load_customer_records,
+        ifr.export_parquet,
+        ifr_dask.read_records,
+        ifr_dask.read_customer_records,
+    )
+    for func in functions:
+        for name, parameter in inspect.signature(func).parameters.items():
+            if name in DEFAULTS:
+                assert parameter.default == DEFAULTS[name], (func.__name__, name)

@@ -28,9 +28,10 @@ import pytest
 import impactframe as ifr
 from impactframe import aggregate
 from impactframe._constants import IMPACT_TYPES
+from impactframe._fs import atomic_output
 from impactframe.cli import build_parser, main
 from impactframe.cli._args import redact_secrets
-from impactframe.cli._output import atomic_output, write_frame
+from impactframe.cli._output import write_frame
 from impactframe.sandbox import SandboxServer, generate_records
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import re
@@ -12,32 +11,9 @@ from typing import Any
 from .._constants import ENDPOINTS
 from .._params import Query
 
-__all__ = ["CacheKey", "query_json"]
+__all__ = ["CacheKey"]
 
 _FINGERPRINT_RE = re.compile(r"[0-9a-f]{8,64}")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def query_json(query: Query) -> dict[str, Any]:
-    """The query as JSON-ready data: dates as ISO days, ``filter_by`` sorted, no ``page_size``.
-
-    Examples
-    --------
-    >>> from impactframe._params import normalize_query
-    >>> query_json(normalize_query("records", start_date="2024-01-31"))["start_date"]
-    '2024-01-31'
-    """
-    fields = {k: _jsonable(v) for k, v in dataclasses.asdict(query).items() if k != "page_size"}
-    if fields.get("filter_by") is not None:
-        fields["filter_by"] = sorted(fields["filter_by"])
-    return fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +82,7 @@ class CacheKey:
         return {
             "fingerprint": self.fingerprint,
             "endpoint": self.endpoint,
-            "query": query_json(self.query),
+            "query": self.query.to_json(),
             "max_records": self.max_records,
             "metadata": self.metadata,
             "metadata_prefix": self.metadata_prefix,

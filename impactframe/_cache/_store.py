@@ -18,11 +18,12 @@ categories and their order, dict-valued ``metadata``), so the manifest records e
 exact dtype and `ParquetCache.get` restores it after one pyarrow read.
 
 This module is the store; its parts live beside it: the key (`_key`), the column codec
-(`_codec`), the root, folders, locks and atomic writes (`_files`) and the refresh merge
-(`_refresh`). The names other modules use are importable from here. `refresh_start` here is
-the refresh's first day, clamped to today (UTC): one record dated in the future must not
-blind every later refresh. The manifest's ``built`` is when the entry was last fetched whole
-(``refresh=True`` keeps it, ``refresh="full"`` renews it); ``impactframe cache list`` shows it.
+(`_codec`), the root folder (`_files`; locks and atomic writes are `impactframe._fs`) and
+the refresh merge (`_refresh`). The names other modules use are importable from here.
+`refresh_start` here is the refresh's first day, clamped to today (UTC): one record dated in
+the future must not blind every later refresh. The manifest's ``built`` is when the entry
+was last fetched whole (``refresh=True`` keeps it, ``refresh="full"`` renews it);
+``impactframe cache list`` shows it.
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._constants import ENDPOINTS
+from .._fs import atomic_write, path_lock, private_dir
 from .._version import package_version
 from ..errors import CacheWarning
 from ._codec import _decode_frame, _encode_frame, _Uncacheable
-from ._files import _key_lock, _make_private_dir, _write_atomic, resolve_cache_dir
+from ._files import resolve_cache_dir
 from ._key import _FINGERPRINT_RE, CacheKey
 from ._refresh import merge
 from ._refresh import refresh_start as newest_day
@@ -177,7 +179,7 @@ class ParquetCache:
         ...     store.get(key) is None
         True
         """
-        return _key_lock(self._lock_path(key)).hold()
+        return path_lock(self._lock_path(key)).hold()
 
     @contextlib.contextmanager
     def try_lock(self, key: CacheKey) -> Iterator[bool]:
@@ -360,7 +362,7 @@ class ParquetCache:
         full: bool = True,
     ) -> None:
         for path in (self.root / key.fingerprint, folder.parent, folder):
-            _make_private_dir(path)
+            private_dir(path)
         now = _utc_now()
         created = built = now
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
@@ -370,7 +372,7 @@ class ParquetCache:
                 if not full:
                     built = str(previous.get("built") or previous["created"])
         data_file = f"data-{sha}.parquet"
-        _write_atomic(folder / data_file, data)
+        atomic_write(folder / data_file, data)
         since = refresh_start(frame) if "time_utc" in frame else None
         manifest = {
             "schema_version": SCHEMA_VERSION,
@@ -388,7 +390,7 @@ class ParquetCache:
             "layout": layout,
         }
         text = json.dumps(manifest, indent=1, ensure_ascii=False, allow_nan=False)
-        _write_atomic(folder / _MANIFEST, text.encode())
+        atomic_write(folder / _MANIFEST, text.encode())
         # Only now is the old data unreferenced; we hold the lock, so leftovers of crashed
         # writers (temporary files, data no manifest names) can go too.
         for path in folder.iterdir():
@@ -457,7 +459,7 @@ class ParquetCache:
         removed = 0
         for entry in list(self._entry_dirs()):
             lock_path = entry.parent / f"{entry.name}.lock"
-            with _key_lock(lock_path).hold():
+            with path_lock(lock_path).hold():
                 shutil.rmtree(entry)
                 removed += 1
                 if sys.platform != "win32":  # an open file cannot be unlinked there

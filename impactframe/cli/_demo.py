@@ -29,13 +29,14 @@ import pandas as pd
 
 from .. import aggregate
 from .._constants import RETRY_STATUSES, UNITS
+from .._fs import atomic_output
 from ..account import reconcile
 from ..export._export import export_parquet
 from ..export._place import check_target
 from ..loaders import load_customer_records, load_records
 from ..plot import plot
 from ..sandbox import Fault, SandboxServer
-from ._output import atomic_output, format_table, write_frame
+from ._output import format_table, write_frame
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

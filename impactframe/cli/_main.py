@@ -32,11 +32,10 @@ from .._version import package_version
 from ..errors import AuthenticationError, ImpactFrameError
 from . import _local, _query
 from ._args import PROG, Parser
-from ._output import FRAME_SUFFIXES, atomic_output, format_table, summary_lines, write_frame
+from ._output import FRAME_SUFFIXES, format_table, summary_lines, write_frame
 
 __all__ = [
     "FRAME_SUFFIXES",
-    "atomic_output",
     "build_parser",
     "for_cli",
     "format_table",

@@ -5,10 +5,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -16,11 +14,11 @@ import pyarrow as pa
 
 from .. import aggregate
 from .._constants import UNITS
+from .._fs import atomic_output
 
 __all__ = [
     "FORMULA_STARTS",
     "FRAME_SUFFIXES",
-    "atomic_output",
     "byte_size",
     "format_table",
     "neutralize_formulas",
@@ -33,50 +31,6 @@ FRAME_SUFFIXES = (".parquet", ".csv")
 #: A CSV cell starting with one of these runs as a formula in a spreadsheet (OWASP, "CSV
 #: injection"): ``=HYPERLINK(...)``, ``+cmd|...``, ``@SUM(...)``, or after a tab or CR.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it to `path` when the block succeeds.
-
-    A reader never sees a half-written file, and a failure (or Ctrl-C) leaves any old file
-    untouched. The folder must exist (none is created); the file gets the usual permissions.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The final file.
-
-    Yields
-    ------
-    pathlib.Path
-        Where to write; it keeps `path`'s suffix, so writers that look at it still work.
-
-    Raises
-    ------
-    FileNotFoundError
-        Naming `path`, when its folder does not exist.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> target = pathlib.Path(tempfile.mkdtemp()) / "hello.txt"
-    >>> with atomic_output(target) as tmp:
-    ...     _ = tmp.write_text("hi")
-    >>> target.read_text()
-    'hi'
-    """
-    target = Path(path)
-    if not target.parent.is_dir():
-        msg = f"path: {str(target)!r}: the folder {str(target.parent)!r} does not exist"
-        raise FileNotFoundError(msg)
-    temporary = target.with_name(f".{target.stem}.tmp-{uuid.uuid4().hex[:12]}{target.suffix}")
-    try:
-        yield temporary
-        os.replace(temporary, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
 
 
 def neutralize_formulas(df: pd.DataFrame) -> pd.DataFrame:

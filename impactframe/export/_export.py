@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._cache._key import query_json
-from .._constants import DEFAULT_METADATA_PREFIX, ENDPOINTS
+from .._constants import DEFAULTS, ENDPOINTS
 from .._frame._builder import FrameBuilder
 from .._frame._drift import Findings
 from .._paging._concurrent import Concurrency, check_concurrency, iter_pages
@@ -144,7 +143,7 @@ def _description(plan: Plan) -> dict[str, Any]:
     """What the dataset's marker records about the export (no key, no host)."""
     return {
         "endpoint": plan.endpoint,
-        "query": query_json(plan.query),
+        "query": plan.query.to_json(),
         "max_records": plan.max_records,
         "metadata": plan.metadata,
         "metadata_prefix": plan.metadata_prefix,
@@ -160,17 +159,17 @@ def export_parquet(
     endpoint: str = "records",
     *,
     partition_by: Iterable[str] = ("year", "month"),
-    customer_email: str | None = None,
-    filter_by: str | Iterable[str] | None = None,
-    start_date: DateLike | None = None,
-    end_date: DateLike | None = None,
-    sort_order: str = "asc",
-    page_size: int = 1000,
-    max_records: int | None = None,
-    metadata: str = "columns",
-    metadata_prefix: str = DEFAULT_METADATA_PREFIX,
-    concurrency: Concurrency = "auto",
-    progress: bool | None = None,
+    customer_email: str | None = DEFAULTS["customer_email"],
+    filter_by: str | Iterable[str] | None = DEFAULTS["filter_by"],
+    start_date: DateLike | None = DEFAULTS["start_date"],
+    end_date: DateLike | None = DEFAULTS["end_date"],
+    sort_order: str = DEFAULTS["sort_order"],
+    page_size: int = DEFAULTS["page_size"],
+    max_records: int | None = DEFAULTS["max_records"],
+    metadata: str = DEFAULTS["metadata"],
+    metadata_prefix: str = DEFAULTS["metadata_prefix"],
+    concurrency: Concurrency = DEFAULTS["concurrency"],
+    progress: bool | None = DEFAULTS["progress"],
     batch_records: int = 50_000,
     overwrite: bool = False,
     client: Client | None = None,
@@ -270,13 +269,37 @@ def export_parquet(
     >>> (folder / "_common_metadata").exists()
     True
     """
-    # locals() holds exactly the keywords above: the body is shared, the signature is not.
-    return _export(**locals())
+    # Every argument is checked before a client (and so any connection) exists.
+    checked_endpoint = _check_endpoint(endpoint)
+    plan = prepare(
+        checked_endpoint,
+        customer_email=customer_email,
+        filter_by=filter_by,
+        start_date=start_date,
+        end_date=end_date,
+        sort_order=sort_order,
+        page_size=page_size,
+        max_records=max_records,
+        metadata=metadata,
+        metadata_prefix=metadata_prefix,
+        concurrency=concurrency,
+        progress=progress,
+    )
+    return _export(
+        plan,
+        path,
+        partition_by=partition_by,
+        batch_records=batch_records,
+        overwrite=overwrite,
+        client=client,
+        api_key=api_key,
+        base_url=base_url,
+    )
 
 
 def _export(
+    plan: Plan,
     path: str | os.PathLike[str],
-    endpoint: str,
     *,
     partition_by: Iterable[str],
     batch_records: int,
@@ -284,11 +307,7 @@ def _export(
     client: Client | None,
     api_key: str | None,
     base_url: str | None,
-    **arguments: Any,
 ) -> ExportResult:
-    # Every argument is checked before a client (and so any connection) exists.
-    endpoint = _check_endpoint(endpoint)
-    plan = prepare(endpoint, **arguments)
     partition_keys = _check_partition_by(partition_by)
     batch_size = _check_batch_records(batch_records)
     target = check_target(path, overwrite)

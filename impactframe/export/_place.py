@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .._fs import lock_file, unlock_file
 from .._version import package_version
 
 __all__ = ["MARKER", "check_target", "dataset_files", "is_our_dataset", "write_marker"]
@@ -46,10 +47,8 @@ _SIDECARS = frozenset({MARKER, "_common_metadata", "_metadata"})
 #: ``.tmp-<run>`` and, while it swaps datasets without an atomic exchange, ``.old-<run>``.
 _LEFTOVER = re.compile(r"\.(tmp|old)-([0-9a-f]{32})(\.lock)?")
 
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    fcntl: Any = None
-else:
-    import fcntl
+#: Windows cannot unlink a file held open, so runs there take no lock and leave no cleanup.
+_NO_RUN_LOCKS = sys.platform == "win32"
 
 
 # -- the marker and the target checks ------------------------------------------------------------
@@ -223,35 +222,11 @@ def _lock_path(target: Path, run_id: str) -> Path:
     return target.with_name(f"{target.name}.tmp-{run_id}.lock")
 
 
-def _lock(path: Path, *, wait: bool) -> int | None:
-    """Open and lock `path` (created if missing); ``None`` if held elsewhere and not `wait`.
-
-    Retries until the locked file is the one at `path`: a cleaner may unlink the name between
-    our open and our lock, and a lock on an unlinked file protects nothing.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            if wait:
-                raise
-            return None
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)
-
-
 def _hold_run_lock(target: Path, run_id: str) -> int | None:
     """Create and lock this run's lock file, before its temporary folder exists."""
-    if fcntl is None:  # pragma: no cover - no stale-folder cleanup on Windows
+    if _NO_RUN_LOCKS:  # pragma: no cover - no stale-folder cleanup on Windows
         return None
-    return _lock(_lock_path(target, run_id), wait=True)
+    return lock_file(_lock_path(target, run_id))
 
 
 def _release_run_lock(target: Path, run_id: str, fd: int | None) -> None:
@@ -260,7 +235,7 @@ def _release_run_lock(target: Path, run_id: str, fd: int | None) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         _lock_path(target, run_id).unlink()
-    os.close(fd)
+    unlock_file(fd)
 
 
 def _remove_stale(target: Path) -> None:
@@ -269,7 +244,7 @@ def _remove_stale(target: Path) -> None:
     A run's lock file is locked before its folders exist and until they are gone; the kernel
     releases the lock of a killed process, so a lock that can be taken marks a dead run.
     """
-    if fcntl is None:  # pragma: no cover - Windows
+    if _NO_RUN_LOCKS:  # pragma: no cover - Windows
         return
     try:
         siblings = list(target.parent.iterdir())
@@ -291,7 +266,7 @@ def _remove_stale(target: Path) -> None:
             continue
         lock_path = _lock_path(target, run_id)
         try:
-            fd = _lock(lock_path, wait=False)
+            fd = lock_file(lock_path, wait=False)
         except OSError:
             continue
         if fd is None:  # a live export holds it
@@ -303,7 +278,7 @@ def _remove_stale(target: Path) -> None:
             with contextlib.suppress(FileNotFoundError):
                 lock_path.unlink()
         finally:
-            os.close(fd)
+            unlock_file(fd)
 
 
 def _exchange(a: Path, b: Path) -> bool:

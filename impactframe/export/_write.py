@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._fs import atomic_output
 from ._place import write_marker
 
 logger = logging.getLogger("impactframe")
@@ -202,9 +202,8 @@ class _DatasetWriter:
             if not file.schema.equals(schema, check_metadata=False):
                 logger.debug("rewriting %s to the dataset's %d columns", file.relpath, len(schema))
                 table = _conform(pq.ParquetFile(path).read(), schema)
-                temporary = path.with_name(f".{path.name}.tmp")
-                pq.write_table(table, temporary)
-                os.replace(temporary, path)
+                with atomic_output(path) as temporary:
+                    pq.write_table(table, temporary)
                 del table
             metadata = pq.read_metadata(path)
             metadata.set_file_path(file.relpath)

@@ -12,6 +12,10 @@ as a Markdown table; ``benchmarks/RESULTS.md`` records a run. See ``python -m be
   (``python -m benchmarks.scale``).
 - ``soak``: soak, kill and contention runs under faults: nothing lost, doubled or half-written
   (``make soak``).
+- ``hostile``: hostile-server runs (bombs, drips, pages that ignore the query, endless walks),
+  each in a fresh child with a time and memory bound (``python -m benchmarks.soak --hostile``).
+- ``_hostile``: the hostile loopback servers, shared with ``tests/test_trust_pages.py`` and
+  ``tests/test_hostile_transport.py``; ``_datasets``: exported datasets compared with frames.
 - ``_kill_child``: the child process that ``soak`` and ``tests/test_trust_faults.py`` kill
   mid-load or mid-export.
 """

@@ -1,10 +1,12 @@
 """Soak and fault runs: prove that nothing is lost, doubled or left half-written.
 
-Three parts, each against the real sandbox over loopback HTTP (``make soak`` runs them all)::
+Four parts, the first three against the real sandbox over loopback HTTP, the fourth against
+hostile servers (``make soak`` runs them all)::
 
     python -m benchmarks.soak                  # 200k records, 15 % faults, 8 kills each
     python benchmarks/soak.py --records 20000  # a quicker pass
     python -m benchmarks.soak --json soak.json # also write the figures as JSON
+    python -m benchmarks.soak --hostile        # only the hostile servers
 
 1. **Soak.** A sandbox of ``--records`` records faults ``--fault-rate`` of the requests at random
    (429 with ``Retry-After``, 500, 502, 503, dropped connections, truncated bodies, a record
@@ -20,10 +22,16 @@ Three parts, each against the real sandbox over loopback HTTP (``make soak`` run
    behind.
 3. **Contention.** Two processes load the same query into the same cache at once: both must get
    the truth, the second from the first's entry, and the entry must be the truth afterwards.
+4. **Hostile servers** (``benchmarks/hostile.py``). Servers that ignore the query, walk without
+   end, bomb, drip or echo the key, through the loaders (``concurrency`` 1, 4, ``"auto"``), the
+   export and the cache, each in a fresh child process with a time limit and a memory
+   measurement: a clear impactframe error or the exact truth, within bounded time and memory.
 
 The report gives, per run: requests sent, faults injected by kind, retries, records lost and
-duplicated (both must be 0), and the time. The exit status is 1 if anything was lost,
-duplicated, different from the truth or left partial, else 0.
+duplicated (both must be 0), and the time; the hostile runs a table of attack, entry point,
+outcome, seconds and peak MB. The exit status is 1 if anything was lost, duplicated, different
+from the truth or left partial, or a hostile run hung, exceeded its memory bound, raised
+anything but an impactframe error or returned wrong rows, else 0.
 """
 
 from __future__ import annotations
@@ -53,6 +61,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import pandas as pd
 
 import impactframe as ifr
+from benchmarks import hostile
+from benchmarks._datasets import comparable as _comparable
+from benchmarks._datasets import equal_loose as _equal_loose
+from benchmarks._datasets import read_dataset as _read_dataset
 from impactframe._cache._store import CacheKey, ParquetCache
 from impactframe._frame._builder import records_to_frame
 from impactframe._params import normalize_query
@@ -129,19 +141,6 @@ def _tally(run: Run, server: SandboxServer, truth: pd.DataFrame, got: pd.DataFra
     return run
 
 
-def _read_dataset(path: Path) -> pd.DataFrame:
-    """An exported dataset (partitioned by year) as a frame in the loader's row order."""
-    frame = pd.read_parquet(path).drop(columns=["year"])
-    frame["impact_type"] = frame["impact_type"].astype(str)
-    return frame.sort_values(["time_utc", "user_id"], ignore_index=True)
-
-
-def _comparable(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    frame = frame.copy()
-    frame["impact_type"] = frame["impact_type"].astype(str)
-    return frame.sort_values(["time_utc", "user_id"], ignore_index=True)[columns]
-
-
 # -- 1. the soak ---------------------------------------------------------------------------------
 
 
@@ -198,15 +197,6 @@ def soak(n_records: int, fault_rate: float, page_size: int, seed: int, work: Pat
         for c in (1, 4):
             timed(f"export c={c}", functools.partial(export, c), exported=True)
     return runs
-
-
-def _equal_loose(got: pd.DataFrame, expected: pd.DataFrame) -> bool:
-    """Equal values; dtypes may differ where Parquet's round trip changes them (categories)."""
-    try:
-        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
-    except AssertionError:
-        return False
-    return True
 
 
 # -- 2. kills ------------------------------------------------------------------------------------
@@ -500,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of data, faults and kills")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--verbose", action="store_true", help="show the retry warnings")
+    parser.add_argument("--hostile", action="store_true", help="run only the hostile servers")
     args = parser.parse_args(argv)
     if sys.platform == "win32":
         parser.error("the kill runs need POSIX signals and flock")
@@ -508,6 +499,32 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("impactframe").propagate = False
 
     started = time.perf_counter()
+    report: dict[str, Any] = {}
+    ok = True
+    if not args.hostile:
+        ok = _sandbox_runs(args, report)
+    n_attacks, n_entries = len(hostile.ATTACKS), len(hostile.ENTRIES)
+    print(f"\nhostile servers: {n_attacks} attacks x {n_entries} entry points")
+    attacked = hostile.hostile()
+    report["hostile"] = [asdict(r) for r in attacked]
+    failed = [r for r in attacked if not r.ok]
+    print(f"hostile runs: {len(attacked)}, failed {len(failed)}; per attack (max s, max peak MB):")
+    for attack, outcomes, most_seconds, most_mb in hostile.summary(attacked):
+        print(f"    {attack:<28} {outcomes:<40} {most_seconds:>6.2f} {most_mb:>7.1f}")
+    ok = ok and not failed
+    seconds = round(time.perf_counter() - started, 1)
+    print(f"\n{'OK' if ok else 'FAILED'}: {seconds} s")
+    if args.json is not None:
+        report["arguments"] = {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+        }
+        report |= {"ok": ok, "seconds": seconds}
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0 if ok else 1
+
+
+def _sandbox_runs(args: argparse.Namespace, report: dict[str, Any]) -> bool:
+    """Parts 1 to 3 (soak, kills, contention); fills `report`; True when all passed."""
     print(f"soak: {args.records} records, fault rate {args.fault_rate}, page size {args.page_size}")
     print(_HEADER)
     with tempfile.TemporaryDirectory(prefix="impactframe-soak-") as folder:
@@ -537,19 +554,12 @@ def main(argv: list[str] | None = None) -> int:
     # The share of faulted requests is a property of the run; judge it when there are enough.
     enough_faults = share >= 0.10 or total_requests < 1000
     ok = all(r.ok for r in runs) and all(k.ok for k in killed) and enough_faults
-    seconds = round(time.perf_counter() - started, 1)
-    print(f"\n{'OK' if ok else 'FAILED'}: {seconds} s")
-    if args.json is not None:
-        report = {
-            "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "runs": [asdict(r) | {"faulted": r.faulted} for r in runs],
-            "faulted_share": round(share, 4),
-            "kills": [asdict(k) for k in killed],
-            "ok": ok,
-            "seconds": seconds,
-        }
-        args.json.write_text(json.dumps(report, indent=1))
-    return 0 if ok else 1
+    report |= {
+        "runs": [asdict(r) | {"faulted": r.faulted} for r in runs],
+        "faulted_share": round(share, 4),
+        "kills": [asdict(k) for k in killed],
+    }
+    return ok
 
 
 if __name__ == "__main__":

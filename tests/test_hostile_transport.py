@@ -1,11 +1,12 @@
 """The client against servers and networks that misbehave (SPEC §4, §10).
 
-Each test reproduces an attack on loopback: a proxy listener that the environment points to, a
-gzip bomb, an endless chunked body, a body or status line dripped a byte at a time, an error
-body that echoes the key after 199 emoji, a refused port, an unknown host, TLS to a plain
-server. What a server cannot produce (a KeyboardInterrupt or a MemoryError in the middle of a
-read) is raised by a patched ``socket.recv_into``; then every local of every frame of the
-traceback is searched, by ``repr`` as Sentry, ``rich`` and ``pytest -l`` record them.
+Each test reproduces an attack on loopback (servers from `benchmarks._hostile`): a proxy
+listener that the environment points to, a gzip bomb, an endless chunked body, a body or status
+line dripped a byte at a time, an error body that echoes the key after 199 emoji, a refused
+port, an unknown host, TLS to a plain server. What a server cannot produce (a KeyboardInterrupt
+or a MemoryError in the middle of a read) is raised by a patched ``socket.recv_into``; then
+every local of every frame of the traceback is searched, by ``repr`` as Sentry, ``rich`` and
+``pytest -l`` record them.
 
 ``route`` runs a test on both send paths: the client's own session (its urllib3 pool) and a
 caller's ``requests.Session`` (``session.get``).
@@ -19,11 +20,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import tracemalloc
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,17 @@ import pytest
 import requests
 
 import impactframe as ifr
+from benchmarks._hostile import RawServer as Hostile
+from benchmarks._hostile import (
+    answer,
+    bomb,
+    drip_body,
+    echo,
+    endless_chunks,
+    gzip_bomb,
+    never_answer,
+    ok_json,
+)
 from impactframe._constants import ENV_API_KEY, ENV_BASE_URL
 from impactframe._paging._cap import get_page, walk_query
 from impactframe.client import Client
@@ -53,57 +63,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-class Hostile:
-    """A TCP server on 127.0.0.1: ``handler(conn, request)`` answers each connection, raw.
-
-    ``requests`` holds the raw request bytes each connection sent (up to the blank line).
-    """
-
-    def __init__(
-        self, handler: Callable[[socket.socket, bytes], None], *, read_request: bool = True
-    ) -> None:
-        self.handler = handler
-        self.read_request = read_request
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._open.append(conn)
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        try:
-            data = b""
-            while self.read_request and b"\r\n\r\n" not in data:
-                piece = conn.recv(65536)
-                if not piece:
-                    break
-                data += piece
-            self.requests.append(data)
-            self.handler(conn, data)
-        except OSError:
-            pass  # the client went away (as it should, past a cap or a deadline)
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._listener.close()
-        for conn in self._open:
-            conn.close()
-
-
 @pytest.fixture
 def hostile() -> Iterator[Callable[[Callable[[socket.socket, bytes], None]], Hostile]]:
     made: list[Hostile] = []
@@ -115,19 +74,6 @@ def hostile() -> Iterator[Callable[[Callable[[socket.socket, bytes], None]], Hos
     yield make
     for server in made:
         server.close()
-
-
-def answer(status: int, body: bytes, *headers: str) -> bytes:
-    head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", *headers, "", ""]
-    return "\r\n".join(head).encode() + body
-
-
-def ok_json(conn: socket.socket, request: bytes) -> None:
-    conn.sendall(answer(200, b'{"ok": true}', "Content-Type: application/json"))
-
-
-def never_answer(conn: socket.socket, request: bytes) -> None:
-    time.sleep(5)
 
 
 @pytest.fixture(params=["own session", "caller's session"])
@@ -218,13 +164,6 @@ def test_the_cli_never_sends_the_key_to_an_environment_proxy(hostile: Any, tmp_p
 # -- 2. a cap on the decoded body ---------------------------------------------------------------
 
 
-def gzip_bomb(decoded_bytes: int) -> bytes:
-    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
-    piece = b" " * (1 << 20)
-    parts = [packer.compress(piece) for _ in range(decoded_bytes >> 20)]
-    return b"".join([*parts, packer.flush()])
-
-
 BOMB = gzip_bomb(256 << 20)  # 256 MiB of spaces in about 250 KB
 
 
@@ -232,11 +171,7 @@ def test_a_gzip_bomb_stops_at_the_cap_with_bounded_memory(
     hostile: Any, route: dict[str, Any]
 ) -> None:
     assert len(BOMB) < 300_000
-    server = hostile(
-        lambda conn, request: conn.sendall(
-            answer(200, BOMB, "Content-Encoding: gzip", "Content-Type: application/json")
-        )
-    )
+    server = hostile(bomb(BOMB))
     with Client(KEY, base_url=server.url, max_body_bytes=4 << 20, **route) as client:
         client._sleep = no_sleep
         tracemalloc.start()
@@ -255,13 +190,7 @@ def test_a_gzip_bomb_stops_at_the_cap_with_bounded_memory(
 
 
 def test_an_endless_chunked_body_stops_at_the_cap(hostile: Any, route: dict[str, Any]) -> None:
-    def endless(conn: socket.socket, request: bytes) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        piece = b"%x\r\n%s\r\n" % (65536, b"[" * 65536)
-        for _ in range(100_000):  # 6.5 GB, if nobody stopped reading
-            conn.sendall(piece)
-
-    server = hostile(endless)
+    server = hostile(endless_chunks)
     started = time.monotonic()
     with (
         Client(KEY, base_url=server.url, max_body_bytes=2 << 20, timeout=5, **route) as client,
@@ -310,13 +239,6 @@ def test_bodies_within_the_cap_and_the_defaults(hostile: Any, route: dict[str, A
 
 
 # -- 3. a total deadline per request ------------------------------------------------------------
-
-
-def drip_body(conn: socket.socket, request: bytes) -> None:
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-    for _ in range(1000):
-        conn.sendall(b" ")
-        time.sleep(0.05)
 
 
 def test_a_dripped_body_ends_at_the_deadline(hostile: Any, route: dict[str, Any]) -> None:
@@ -508,14 +430,6 @@ def test_the_key_object_masks_itself() -> None:
 
 
 # -- 5. and 7. masking: first mask, then shorten; short keys only as whole tokens --------------
-
-
-def echo(status: int, make_body: Callable[[str], bytes]) -> Callable[[socket.socket, bytes], None]:
-    def handler(conn: socket.socket, request: bytes) -> None:
-        key = request.split(b"x-api-key: ", 1)[1].split(b"\r\n", 1)[0].decode()
-        conn.sendall(answer(status, make_body(key)))
-
-    return handler
 
 
 def no_part_of(key: str, text: str) -> bool:

@@ -2,161 +2,38 @@
 
 SPEC §4: records in the requested order (within and across pages), inside the requested UTC days,
 of the requested impact types and customer; walks without progress end. A small hostile server
-(stdlib ``http.server`` on loopback) pages a fixed list of records like the API, with one
-misbehaviour switched on per test: it ignores ``sort_order``, counts days in UTC−5, reverses
-its pages, ignores the dates, ``filter_by`` or ``customer_email``, replays the same records
-with a new cursor, or answers empty pages for ever. Loads (one chain and ``"auto"``), the cache,
-the export and Dask must all end in `ValidationError` or `PaginationError`, or give every row.
+(`benchmarks._hostile.PageServer`, stdlib ``http.server`` on loopback) pages a fixed list of
+records like the API, with one misbehaviour switched on per test: it ignores ``sort_order``,
+counts days in UTC−5, reverses its pages, ignores the dates, ``filter_by`` or
+``customer_email``, replays the same records with a new cursor, or answers empty pages for
+ever. Loads (one chain and ``"auto"``), the cache, the export and Dask must all end in
+`ValidationError` or `PaginationError`, or give every row.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import http.server
-import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 import impactframe as ifr
+from benchmarks._hostile import KEY, page_records, serving
+from benchmarks._hostile import PageServer as Hostile
 from impactframe.errors import APIError, PaginationError, ValidationError
 from impactframe.sandbox import SandboxServer, generate_records
 
 pytestmark = pytest.mark.timeout(120)
 
-KEY = "hostile-key"
-
-
-def _records(n: int = 100) -> list[dict[str, Any]]:
-    """``n`` records on ``n // 4`` days, each day's first one at 02:00Z (its day in UTC−5 is
-    the day before), mixed types, customers with two e-mails."""
-    out = []
-    start = dt.datetime(2024, 3, 1, 2, tzinfo=dt.UTC)
-    kinds = ("tree_planted", "waste_removed", "carbon_captured")
-    for i in range(n):
-        moment = start + dt.timedelta(days=i // 4, hours=5 * (i % 4))
-        record: dict[str, Any] = {
-            "user_id": f"U{i:04d}",
-            "time_utc": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{i % 1000:03d}Z",
-            kinds[i % 3]: 1 + i % 7,
-            "customer": {
-                "customer_id": f"C{i % 2}",
-                "customer_email": f"c{i % 2}@example.com",
-                "customer_name": "Ada",
-            },
-        }
-        out.append(record)
-    return out
-
-
-RECORDS = _records()
-
-
-class Hostile(http.server.ThreadingHTTPServer):
-    """Pages ``records`` like the API (both endpoints), with one ``bug`` switched on."""
-
-    daemon_threads = True
-
-    def __init__(self, records: list[dict[str, Any]], bug: str | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.records = sorted(records, key=lambda r: r["time_utc"])
-        self.bug = bug
-        self.log: list[dict[str, list[str]]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-def _day(record: dict[str, Any], shift_hours: int) -> str:
-    moment = dt.datetime.fromisoformat(record["time_utc"].replace("Z", "+00:00"))
-    return (moment + dt.timedelta(hours=shift_hours)).date().isoformat()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: Hostile
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body in two writes: no 40 ms delayed ACK
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        server, bug = self.server, self.server.bug
-        parts = urlsplit(self.path)
-        params = parse_qs(parts.query)
-        server.log.append(params)
-        if self.headers.get("x-api-key") != KEY:
-            self._send(401, {"type": "key_error", "message": "API Key does not exist"})
-            return
-        key = "customer_records" if parts.path == "/v1/customer_records" else "user_records"
-        one = {name: values[0] for name, values in params.items()}
-        if bug == "stall_and_break" and "end_date" in one and "start_date" not in one:
-            # The first window (open start): "come back in 10 minutes".
-            self._send(503, {"type": "unavailable", "message": "later"}, {"Retry-After": "600"})
-            return
-        if bug == "stall_and_break" and "start_date" in one and "end_date" not in one:
-            self._send(400, {"type": "validation_error", "message": "no"})  # the last window
-            return
-        rows = list(server.records)
-        shift = -5 if bug == "utc_minus_5" else 0
-        if bug != "ignore_dates":
-            if "start_date" in one:
-                rows = [r for r in rows if _day(r, shift) >= one["start_date"]]
-            if "end_date" in one:
-                rows = [r for r in rows if _day(r, shift) <= one["end_date"]]
-        if bug != "ignore_filter" and "filter_by" in params:
-            rows = [r for r in rows if any(kind in r for kind in params["filter_by"])]
-        if bug != "ignore_email" and "customer_email" in one:
-            rows = [r for r in rows if r["customer"]["customer_email"] == one["customer_email"]]
-        if one.get("sort_order") == "desc" and bug != "ignore_sort":
-            rows.reverse()
-        limit = int(one.get("limit", "10"))
-        cursor = one.get("cursor")
-        start = int(base64.b64decode(cursor).decode().split(":")[0]) if cursor else 0
-        number = int(base64.b64decode(cursor).decode().split(":")[1]) + 1 if cursor else 1
-        if bug == "replay":
-            start = 0
-        page = rows[start : start + limit]
-        if bug == "empty_forever":
-            page = []
-        if bug == "reverse_pages":
-            page = page[::-1]
-        if key == "user_records":  # the customer is the other endpoint's field
-            page = [{k: v for k, v in r.items() if k != "customer"} for r in page]
-        body: dict[str, Any] = {key: page}
-        if start + limit < len(rows) or bug in ("replay", "empty_forever"):
-            body["cursor"] = base64.b64encode(f"{start + limit}:{number}".encode()).decode()
-        self._send(200, body)
+RECORDS = page_records()
 
 
 @pytest.fixture
 def hostile(request: pytest.FixtureRequest) -> Iterator[Hostile]:
-    server = Hostile(RECORDS, request.param)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving(Hostile(RECORDS, request.param)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def _load(server: Hostile, endpoint: str = "records", **options: Any) -> Any:

@@ -309,3 +309,24 @@ def test_cli_export_refresh(server: SandboxServer, tmp_path: Path) -> None:
     assert "Traceback" not in refused.stderr
     export_parquet(tmp_path / "full", **_conn(server))
     _assert_same_dataset(tmp_path / "d", tmp_path / "full")
+
+
+def test_a_column_only_the_replaced_day_had_goes_with_it(
+    server: SandboxServer, tmp_path: Path
+) -> None:
+    # The newest day's records carry a metadata key that is gone when they are fetched again.
+    day = "2024-06-15"
+    old = [dict(r) for r in OLD]
+    newest = [r for r in old if r["time_utc"].startswith(day)]
+    assert newest
+    for record in newest:
+        record["metadata"] = {"only_then": "x"}
+    server.set_records(old)
+    options = _conn(server, batch_records=100)
+    export_parquet(tmp_path / "d", **options)
+    assert "metadata_only_then" in pd.read_parquet(tmp_path / "d").columns
+    server.set_records(OLD + NEW)
+    export_parquet(tmp_path / "d", refresh=True, **options)
+    export_parquet(tmp_path / "full", **options)
+    assert "metadata_only_then" not in pd.read_parquet(tmp_path / "d").columns
+    _assert_same_dataset(tmp_path / "d", tmp_path / "full")

@@ -16,9 +16,13 @@ by `_place` (atomic: a reader sees the old dataset or the new one):
   untouched partition keeps its files, inodes and mtimes; `_DatasetWriter.finish` rewrites a
   linked file, under a new inode, only if fresh rows brought columns it lacks.
 
-Within a touched folder the files are numbered so that their names sort in the query's order
-(``asc``: the old rows first; ``desc``: the fresh ones first), as a full export's do. Without
-partitions (``partition_by=None``) the one folder is always touched: every file is rewritten.
+Within a touched folder the rows are put in the query's order (``asc``: the old rows first;
+``desc``: the fresh ones first) and cut into files of ``batch_records`` rows whose names sort
+in that order (`_repack`), so the layout depends on the rows only: a second refresh without
+new records writes the same files. A column that only the replaced rows had values in goes
+with them (`_drop_vanished`), as a full export would not have it. Without partitions
+(``partition_by=None``) the one folder is always touched: every file is rewritten, one at a
+time.
 """
 
 from __future__ import annotations
@@ -224,6 +228,41 @@ def _repack(
         writer.adopt(f"{folder}/{name}" if folder else name)
 
 
+def _drop_vanished(writer: _DatasetWriter, kept: set[str]) -> None:
+    """Drop the columns that only the replaced rows had values in, as a full export has them.
+
+    Old files carry every column of the old dataset (nulls where their rows had none); a
+    column not in `kept` (the fresh batches' and the always-present ones) and null in every
+    file now is one no remaining row has, so a full export would not have it.
+    """
+    alive: set[str] = set(kept)
+    for file in writer.files:
+        metadata = pq.read_metadata(writer.root / file.relpath)
+        for index, name in enumerate(metadata.schema.to_arrow_schema().names):
+            if name in alive:
+                continue
+            nulls = 0
+            for group in range(metadata.num_row_groups):
+                stats = metadata.row_group(group).column(index).statistics
+                if stats is None or not stats.has_null_count:
+                    nulls = -1
+                    break
+                nulls += stats.null_count
+            if nulls != metadata.num_rows:
+                alive.add(name)
+    for file in writer.files:
+        dead = [name for name in file.schema.names if name not in alive]
+        if not dead:
+            continue
+        path = writer.root / file.relpath
+        table = pq.ParquetFile(path).read().drop_columns(dead)
+        temporary = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table, temporary)
+        os.replace(temporary, path)  # a new inode: a linked old file stays as it was
+        file.schema = table.schema
+        del table
+
+
 def _name(file: Any) -> str:
     return str(file.relpath).rpartition("/")[2]
 
@@ -274,6 +313,7 @@ def refresh_dataset(
             batches = number + 1
             del frame
         warn_all(found.messages())  # once per refresh, at the user's line
+        fresh_columns = {name for file in writer.files for name in file.schema.names}
         touched |= {_folder(file.relpath) for file in writer.files}
         first_old = 0 if ascending else batches
         for index, relpath in enumerate(base.files):
@@ -293,6 +333,7 @@ def refresh_dataset(
         for folder in sorted(touched):
             _repack(writer, folder, batch_size, run_id, metadata_columns)
         empty = FrameBuilder(plan.endpoint, **plan.builder_options).finish()
+        _drop_vanished(writer, fresh_columns | set(empty.columns))
         schema = writer.finish(empty, metadata_columns)
         _place(temporary, target, True, run_id)
     except BaseException:

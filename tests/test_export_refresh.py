@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import requests
 from pandas.testing import assert_frame_equal
 
 from impactframe.export import export_parquet
@@ -329,4 +331,39 @@ def test_a_column_only_the_replaced_day_had_goes_with_it(
     export_parquet(tmp_path / "d", refresh=True, **options)
     export_parquet(tmp_path / "full", **options)
     assert "metadata_only_then" not in pd.read_parquet(tmp_path / "d").columns
+    _assert_same_dataset(tmp_path / "d", tmp_path / "full")
+
+
+def test_customer_records_after_impacts_posted(tmp_path: Path) -> None:
+    customers = generate_records(200, seed=34, customers=True, start="2024-01-01")
+    with SandboxServer(records=[], customer_records=customers) as srv:
+        options = _conn(srv, partition_by=("year",))
+        export_parquet(tmp_path / "d", "customer_records", **options)
+        for amount in (3, 4):
+            response = requests.post(
+                f"{srv.url}/v1/plant_tree",
+                json={"amount": amount, "customer_email": "ada@example.com", "customer_name": "A"},
+                headers={"x-api-key": srv.api_key},
+                timeout=10,
+            )
+            assert response.status_code == 200, response.text
+        result = export_parquet(tmp_path / "d", "customer_records", refresh=True, **options)
+        export_parquet(tmp_path / "full", "customer_records", **options)
+    assert result.records == len(customers) + 2
+    emails = pd.read_parquet(tmp_path / "d")["customer_email"].tolist()
+    assert emails.count("ada@example.com") >= 2
+    _assert_same_dataset(tmp_path / "d", tmp_path / "full")
+
+
+def test_two_refreshes_at_once_both_succeed(server: SandboxServer, tmp_path: Path) -> None:
+    options = _conn(server, batch_records=60)
+    export_parquet(tmp_path / "d", **options)
+    server.set_records(OLD + NEW)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(export_parquet, tmp_path / "d", refresh=True, **options)]
+        runs.append(pool.submit(export_parquet, tmp_path / "d", refresh=True, **options))
+        results = [run.result(timeout=120) for run in runs]
+    assert [r.records for r in results] == [len(OLD) + len(NEW)] * 2
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    export_parquet(tmp_path / "full", **options)
     _assert_same_dataset(tmp_path / "d", tmp_path / "full")

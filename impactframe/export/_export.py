@@ -15,6 +15,7 @@ runs that were killed).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -43,7 +44,7 @@ from ._place import (
     _remove_tree,
     check_target,
 )
-from ._refresh import existing_dataset, refresh_base, refresh_dataset
+from ._refresh import dataset_lock, existing_dataset, refresh_base, refresh_dataset
 from ._write import _DatasetWriter
 
 __all__ = ["PARTITION_KEYS", "ExportResult", "export_parquet"]
@@ -308,8 +309,11 @@ def _export(
     description = {"partition_by": list(partition_keys), **_description(plan)}
     marker = existing_dataset(path, description) if refresh else None
     target = check_target(path, overwrite or refresh)  # refresh replaces what it checked
-    base = None if marker is None else refresh_base(target, marker)
-    with connect(client, api_key, base_url) as active:
+    held = dataset_lock(target) if marker is not None else contextlib.nullcontext()
+    with held, connect(client, api_key, base_url) as active:
+        if marker is not None:  # read again under the lock: a refresh may have just ended
+            marker = existing_dataset(target, description)
+        base = None if marker is None else refresh_base(target, marker)
         if base is not None and base.since is not None and plan.max_records is None:
             writer, schema, written = refresh_dataset(
                 active,

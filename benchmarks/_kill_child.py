@@ -11,7 +11,8 @@ stdin, so that the parent can start several at the same moment. A load prints
 given; every run ends with ``DONE <operations>`` (the list with ``trace``, else the count).
 
 The spec's keys: ``mode`` ("load" or "export"), ``key``, ``url``, ``page_size``, ``watch``;
-for a load ``cache`` and ``refresh``; for an export ``out`` and ``batch_records``.
+for a load ``cache`` and ``refresh``; for an export ``out``, ``batch_records`` and, optionally,
+``refresh``.
 
 Run it with the repository on ``PYTHONPATH``; it imports nothing from here but this module,
 and impactframe only after the hook is installed.
@@ -78,6 +79,7 @@ def _run(spec: dict[str, Any]) -> None:
             spec["out"],
             client=client,
             overwrite=True,
+            refresh=spec.get("refresh", False),
             page_size=spec["page_size"],
             batch_records=spec["batch_records"],
             partition_by=("year",),

@@ -93,6 +93,14 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing dataset at DIR"
     )
+    parser.add_argument(
+        "--refresh",
+        action="store_true",
+        help=(
+            "bring the dataset at DIR up to date: fetch from its newest day on, rewrite the "
+            "partitions that day touches (same query and options as the export that made it)"
+        ),
+    )
     metadata_option(parser)
 
 
@@ -131,6 +139,7 @@ def _run_export(args: argparse.Namespace) -> int:
             args.endpoint,
             partition_by=args.partition_by,
             overwrite=args.overwrite,
+            refresh=args.refresh,
             metadata=args.metadata,
             **connection,
         )

@@ -15,7 +15,18 @@ import pandas as pd
 from .._frame._builder import FrameBuilder
 from .._frame._drift import Findings
 from .._frame._repeats import Repeats
+from .._paging._concurrent import check_concurrency, iter_pages
 from .._paging._pages import Page
+from .._params import Query
+from .._prepare import Plan
+from .._progress import _progress_bar, page_progress
+from ..client._client import Client
+
+__all__ = ["PAGES_AHEAD_PER_WORKER", "stream_frames"]
+
+#: With concurrency, pages fetched ahead of the writer per worker (at most about twice this
+#: waits in memory; see `impactframe._handoff`).
+PAGES_AHEAD_PER_WORKER = 4
 
 
 def _batches(
@@ -56,3 +67,31 @@ def _batches(
         frame = builder.finish(warn=False)
         found.update(builder.findings)
         yield frame
+
+
+def stream_frames(
+    client: Client, plan: Plan, query: Query, found: Findings, batch_records: int
+) -> Iterator[pd.DataFrame]:
+    """The export's stream: `query`'s pages, with a progress bar, as frames of a batch each.
+
+    The query is the plan's, or (a refresh) the plan's from a later first day.
+    """
+    endpoint, options = plan.endpoint, plan.builder_options
+    with _progress_bar(plan.progress, f"impactframe export {endpoint}") as bar:
+        pages = iter_pages(
+            client,
+            endpoint,
+            query,
+            max_records=plan.max_records,
+            concurrency=plan.concurrency,
+            on_page=page_progress(bar),
+            # Window walks may run this far ahead of the writer: memory stays bounded
+            # however long the history (SPEC §7), and the workers still overlap.
+            page_budget=PAGES_AHEAD_PER_WORKER * check_concurrency(plan.concurrency),
+        )
+        yield from _batches(
+            pages,
+            lambda repeats: FrameBuilder(endpoint, **options, repeats=repeats),
+            found,
+            batch_records,
+        )

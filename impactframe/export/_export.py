@@ -15,6 +15,7 @@ runs that were killed).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -28,13 +29,12 @@ from typing import Any
 from .._constants import DEFAULTS, ENDPOINTS
 from .._frame._builder import FrameBuilder
 from .._frame._drift import Findings
-from .._paging._concurrent import Concurrency, check_concurrency, iter_pages
+from .._paging._concurrent import Concurrency
 from .._params import check_choice
 from .._prepare import DateLike, Plan, connect, prepare
-from .._progress import _progress_bar, page_progress
 from .._warn import warn_all
 from ..client._client import Client
-from ._batches import _batches
+from ._batches import stream_frames
 from ._place import (
     _hold_run_lock,
     _place,
@@ -43,6 +43,7 @@ from ._place import (
     _remove_tree,
     check_target,
 )
+from ._refresh import dataset_lock, existing_dataset, refresh_base, refresh_dataset
 from ._write import _DatasetWriter
 
 __all__ = ["PARTITION_KEYS", "ExportResult", "export_parquet"]
@@ -51,9 +52,6 @@ logger = logging.getLogger("impactframe")
 
 #: Columns a dataset can be partitioned by, as hive folders (``year=2024/month=09``).
 PARTITION_KEYS = ("year", "month", "day", "impact_type")
-#: With concurrency, pages fetched ahead of the writer per worker (at most about twice this
-#: waits in memory; see `impactframe._handoff`).
-PAGES_AHEAD_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -172,6 +170,7 @@ def export_parquet(
     progress: bool | None = DEFAULTS["progress"],
     batch_records: int = 50_000,
     overwrite: bool = False,
+    refresh: bool = False,
     client: Client | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
@@ -215,6 +214,15 @@ def export_parquet(
         Replace an existing dataset at `path` (atomically, once the new one is complete).
         Only a dataset impactframe wrote is replaced: one marked with ``_impactframe.json``
         and holding nothing but the files that marker lists (or an empty folder).
+    refresh : bool
+        Bring the dataset at `path` up to date instead of exporting it afresh: ask the API
+        only from the dataset's newest UTC day on (never after today), rewrite the partition
+        folders holding that day or later, add new ones, keep the others' files (hard
+        links), then swap atomically. The result reads as a full export of the same query.
+        The dataset must have been exported with the same endpoint, query, `max_records`,
+        `partition_by` and metadata options (else a `ValueError` naming ``refresh``); no
+        dataset yet (or an empty folder) is a full export; with `max_records` it is rebuilt
+        whole. Records changed or added before the newest day are not seen.
     client : Client, optional
         A configured client; alternative to `api_key`/`base_url`.
     api_key : str, optional
@@ -304,24 +312,47 @@ def _export(
     partition_by: Iterable[str],
     batch_records: int,
     overwrite: bool,
+    refresh: bool,
     client: Client | None,
     api_key: str | None,
     base_url: str | None,
 ) -> ExportResult:
     partition_keys = _check_partition_by(partition_by)
     batch_size = _check_batch_records(batch_records)
-    target = check_target(path, overwrite)
+    if not isinstance(refresh, bool):
+        msg = f"refresh: {refresh!r} is not accepted; expected True or False"
+        raise ValueError(msg)
     if plan.metadata == "dict":
         # Parquet has no column of free-form dicts that reads back as dicts everywhere.
         plan = dataclasses.replace(plan, metadata="json")
-    with connect(client, api_key, base_url) as active:
+    description = {"partition_by": list(partition_keys), **_description(plan)}
+    marker = existing_dataset(path, description) if refresh else None
+    target = check_target(path, overwrite or refresh)  # refresh replaces what it checked
+    held = dataset_lock(target) if marker is not None else contextlib.nullcontext()
+    with held, connect(client, api_key, base_url) as active:
+        if marker is not None:  # read again under the lock: a refresh may have just ended
+            marker = existing_dataset(target, description)
+        base = None if marker is None else refresh_base(target, marker)
+        if base is not None and base.since is not None and plan.max_records is None:
+            writer, schema, written = refresh_dataset(
+                active,
+                plan,
+                target,
+                base,
+                partition_keys=partition_keys,
+                batch_size=batch_size,
+                description=description,
+            )
+            return _result(target, writer, schema, written, partition_keys)
+        # No dataset yet, one without rows, or a capped query (whose first rows a refresh
+        # cannot tell): a full export, replacing the old dataset as overwrite does.
         return _write_dataset(
             active,
             plan,
             target,
             partition_keys=partition_keys,
             batch_size=batch_size,
-            overwrite=overwrite,
+            overwrite=overwrite or refresh,
         )
 
 
@@ -347,28 +378,10 @@ def _write_dataset(
         writer = _DatasetWriter(temporary, partition_keys, run_id, _description(plan))
         written = 0
         found = Findings(ENDPOINTS[endpoint][1])
-        with _progress_bar(plan.progress, f"impactframe export {endpoint}") as bar:
-            pages = iter_pages(
-                client,
-                endpoint,
-                plan.query,
-                max_records=plan.max_records,
-                concurrency=plan.concurrency,
-                on_page=page_progress(bar),
-                # Window walks may run this far ahead of the writer: memory stays bounded
-                # however long the history (SPEC §7), and the workers still overlap.
-                page_budget=PAGES_AHEAD_PER_WORKER * check_concurrency(plan.concurrency),
-            )
-            frames = _batches(
-                pages,
-                lambda repeats: FrameBuilder(endpoint, **builder_options, repeats=repeats),
-                found,
-                batch_size,
-            )
-            for number, frame in enumerate(frames):
-                writer.write_batch(frame, number)
-                written += len(frame)
-                del frame  # the next batch is built without this one in memory
+        for number, frame in enumerate(stream_frames(client, plan, plan.query, found, batch_size)):
+            writer.write_batch(frame, number)
+            written += len(frame)
+            del frame  # the next batch is built without this one in memory
         warn_all(found.messages())  # once per export, at the user's line
         empty = FrameBuilder(endpoint, **builder_options).finish()
         metadata_columns = plan.metadata_prefix if plan.metadata == "columns" else None
@@ -381,6 +394,16 @@ def _write_dataset(
     finally:
         _release_run_lock(target, run_id, lock)
 
+    return _result(target, writer, schema, written, partition_keys)
+
+
+def _result(
+    target: Path,
+    writer: _DatasetWriter,
+    schema: Any,
+    written: int,
+    partition_keys: tuple[str, ...],
+) -> ExportResult:
     columns = (*schema.names, *(k for k in partition_keys if k not in schema.names))
     result = ExportResult(
         path=target,

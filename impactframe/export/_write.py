@@ -30,6 +30,8 @@ import pyarrow.parquet as pq
 from .._fs import atomic_output
 from ._place import write_marker
 
+__all__ = ["concat_unified"]
+
 logger = logging.getLogger("impactframe")
 
 _COMMON_METADATA = "_common_metadata"
@@ -150,6 +152,16 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def concat_unified(tables: list[pa.Table], metadata_columns: str | None) -> pa.Table:
+    """`tables` one after the other, under their unified schema (pandas metadata included).
+
+    For a refresh's rewritten folders, whose files come from the old dataset and the new
+    batches: every column keeps the pandas entry that restores its dtype.
+    """
+    schema = _unify([_File("", table.schema) for table in tables], metadata_columns)
+    return pa.concat_tables([_conform(table, schema) for table in tables])
+
+
 class _DatasetWriter:
     """Writes batches as new files under a root folder; unifies them at the end."""
 
@@ -172,6 +184,17 @@ class _DatasetWriter:
         target.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, target)
         self.files.append(_File(relpath, table.schema))
+
+    def add_table(self, table: pa.Table, relpath: str) -> None:
+        """Write `table` as the new file `relpath` (a refresh's kept rows of an old file)."""
+        self._write(table, relpath)
+
+    def adopt(self, relpath: str) -> None:
+        """Count the file already at `relpath` (linked from an old dataset) as one of ours.
+
+        `finish` rewrites it, under a new inode, only if its columns differ from the union.
+        """
+        self.files.append(_File(relpath, pq.read_schema(self.root / relpath)))
 
     def write_batch(self, frame: pd.DataFrame, batch: int) -> None:
         name = f"part-{batch:05d}-{self.run_id}.parquet"

@@ -299,6 +299,7 @@ def export_parquet(
         partition_by=partition_by,
         batch_records=batch_records,
         overwrite=overwrite,
+        refresh=refresh,
         client=client,
         api_key=api_key,
         base_url=base_url,

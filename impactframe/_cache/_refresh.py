@@ -21,16 +21,20 @@ from ..schemas import validate
 __all__ = ["merge", "refresh_start"]
 
 
-def refresh_start(frame: pd.DataFrame) -> dt.date | None:
-    """Return the UTC day of the newest ``time_utc`` in `frame`, whatever its row order.
+def refresh_start(frame: pd.DataFrame, *, today: dt.date | None = None) -> dt.date | None:
+    """Return the UTC day of the newest ``time_utc`` in `frame` (whatever its row order), but
+    never a day after today.
 
     A refresh asks the API from this day on (inclusive), so records later on that day are
-    picked up too.
+    picked up too. A record dated in the future (a skewed clock at the source) would otherwise
+    move every later refresh past the records that arrive meanwhile (SPEC §6).
 
     Parameters
     ----------
     frame : pandas.DataFrame
         With a ``time_utc`` column (``datetime64[ms, UTC]`` or an Arrow timestamp).
+    today : datetime.date, optional
+        The current UTC day (for tests); default the clock's.
 
     Returns
     -------
@@ -44,13 +48,16 @@ def refresh_start(frame: pd.DataFrame) -> dt.date | None:
     datetime.date(2024, 3, 1)
     >>> refresh_start(pd.DataFrame({"time_utc": times[:0]})) is None
     True
+    >>> future = pd.to_datetime(["2099-01-01T00:00:00Z"])
+    >>> refresh_start(pd.DataFrame({"time_utc": future}), today=dt.date(2025, 6, 1))
+    datetime.date(2025, 6, 1)
     """
     newest = frame["time_utc"].max()
     if newest is None or pd.isna(newest):
         return None
     stamp = pd.Timestamp(newest)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.date()
+    return min(stamp.date(), today or dt.datetime.now(dt.UTC).date())
 
 
 def merge(

@@ -20,9 +20,9 @@ exact dtype and `ParquetCache.get` restores it after one pyarrow read.
 This module is the store; its parts live beside it: the key (`_key`), the column codec
 (`_codec`), the root folder (`_files`; locks and atomic writes are `impactframe._fs`) and
 the refresh merge (`_refresh`). The names other modules use are importable from here.
-`refresh_start` here is the refresh's first day, clamped to today (UTC): one record dated in
-the future must not blind every later refresh. The manifest's ``built`` is when the entry
-was last fetched whole (``refresh=True`` keeps it, ``refresh="full"`` renews it);
+`refresh_start` (from `_refresh`) is the refresh's first day, clamped to today (UTC): one record
+dated in the future must not blind every later refresh. The manifest's ``built`` is when
+the entry was last fetched whole (``refresh=True`` keeps it, ``refresh="full"`` renews it);
 ``impactframe cache list`` shows it.
 """
 
@@ -53,8 +53,7 @@ from ..errors import CacheWarning
 from ._codec import _decode_frame, _encode_frame, _Uncacheable
 from ._files import resolve_cache_dir
 from ._key import _FINGERPRINT_RE, CacheKey
-from ._refresh import merge
-from ._refresh import refresh_start as newest_day
+from ._refresh import merge, refresh_start
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -81,38 +80,6 @@ _COMPRESSION = "zstd"
 
 def _utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def refresh_start(frame: pd.DataFrame, *, today: dt.date | None = None) -> dt.date | None:
-    """The first UTC day a refresh of `frame` asks for: its newest day, but never after today.
-
-    A record dated in the future (a skewed clock at the source) would otherwise move every
-    later refresh past the records that arrive meanwhile (SPEC §6).
-
-    Parameters
-    ----------
-    frame : pandas.DataFrame
-        With a ``time_utc`` column.
-    today : datetime.date, optional
-        The current UTC day (for tests); default the clock's.
-
-    Returns
-    -------
-    datetime.date or None
-        ``None`` when the frame has no timestamps.
-
-    Examples
-    --------
-    >>> times = pd.to_datetime(["2099-01-01T00:00:00Z", "2024-01-01T00:00:00Z"])
-    >>> refresh_start(pd.DataFrame({"time_utc": times}), today=dt.date(2025, 6, 1))
-    datetime.date(2025, 6, 1)
-    >>> refresh_start(pd.DataFrame({"time_utc": times[1:]}), today=dt.date(2025, 6, 1))
-    datetime.date(2024, 1, 1)
-    """
-    newest = newest_day(frame)
-    if newest is None:
-        return None
-    return min(newest, today or dt.datetime.now(dt.UTC).date())
 
 
 # -- the store -----------------------------------------------------------------------------------

@@ -18,10 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import impactframe as ifr
 from benchmarks._hostile import KEY, page_records, serving
 from benchmarks._hostile import PageServer as Hostile
+from impactframe._paging._pages import Facts
+from impactframe._paging._verify import _times
+from impactframe._time import canonical_time
 from impactframe.errors import APIError, PaginationError, ValidationError
 from impactframe.sandbox import SandboxServer, generate_records
 
@@ -198,3 +203,25 @@ def test_a_load_of_one_page_costs_one_request() -> None:
         )
         assert len(df) == 50
         assert len(server.requests) > 5  # several chains: the first page, a probe, the windows
+
+
+# -- the page-wide time check against the record-by-record one ------------------------------
+
+
+_TIME_TEXT = st.one_of(
+    st.sampled_from(
+        ["2024-01-02T03:04:05.678Z", "2024-01-02T03:04:05Z", "2024-01-02T03:04:05.678+00:00",
+         "2024-01-02", "2024-01-02T03:04:05.678Z\n2024", "", "2024-01-02T03:04:05.678Z2024",
+         "-01-02T03:04:05.678Z", "２０２４-01-02T03:04:05.678Z"]
+    ),
+    st.text(alphabet="0123456789-T:.Z\n+", max_size=30),
+)  # fmt: skip
+
+
+@given(st.lists(_TIME_TEXT, max_size=8))
+@example(["2024-01-02T03:04:05.678Z2024", "-01-02T03:04:05.678Z"])
+def test_the_page_wide_time_check_agrees_with_each_record_alone(texts: list[str]) -> None:
+    # The fast path joins a page's times; no time may lend characters to its neighbour.
+    facts = [Facts(user_id=f"U{i}", time_utc=text) for i, text in enumerate(texts)]
+    expected = [(i, key) for i, text in enumerate(texts) if (key := canonical_time(text))]
+    assert _times(facts) == expected

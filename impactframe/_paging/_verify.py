@@ -12,7 +12,6 @@ Date windows (concurrency, Dask, refresh) rely on these checks: a server that ig
 
 from __future__ import annotations
 
-import re
 from operator import attrgetter
 from typing import Any
 
@@ -25,10 +24,12 @@ from ..errors import ValidationError
 
 __all__ = ["check_page"]
 
-# Times joined by newlines, all in the API's own form: one C-level match for a whole page.
-_CANONICAL_RUN = re.compile(
-    r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z\n)*"
-)
+# A page's times all in the API's own form, checked in C for the whole page at once: joined by
+# newlines and every digit mapped to "0", the text must be the template repeated (a regex with
+# a repeated group over 24 KB took four times as long). The newlines keep a time from lending
+# characters to its neighbour.
+_TEMPLATE = "0000-00-00T00:00:00.000Z\n"
+_ZEROS = str.maketrans("123456789", "000000000")
 _TIME = attrgetter("time_utc")
 _CUSTOMER = attrgetter("customer")
 
@@ -51,7 +52,7 @@ def _times(facts: list[Any]) -> list[tuple[int, str]]:
     """(index, canonical time) of the records whose ``time_utc`` has an accepted shape."""
     times = list(map(_TIME, facts))
     try:
-        if _CANONICAL_RUN.fullmatch("\n".join(times) + "\n") is not None:
+        if ("\n".join(times) + "\n").translate(_ZEROS) == _TEMPLATE * len(times):
             return list(enumerate(times))
     except TypeError:  # a time that is not a string: the builder names it
         pass
@@ -85,11 +86,14 @@ def _check_order(
 def _check_days(facts: list[Any], times: list[tuple[int, str]], query: Query) -> None:
     start = query.start_date.isoformat() if query.start_date is not None else None
     end = query.end_date.isoformat() if query.end_date is not None else None
-    if start is not None and min(key[:10] for _, key in times) < start:
+    # The order is checked first: the page's earliest and latest days are at its two ends.
+    first, last = times[0][1][:10], times[-1][1][:10]
+    earliest, latest = (last, first) if query.sort_order == "desc" else (first, last)
+    if start is not None and earliest < start:
         i = next(i for i, key in times if key[:10] < start)
         rule = f"its UTC day is before the requested start_date={start}"
         raise _fail(i, facts[i], "time_utc", rule)
-    if end is not None and max(key[:10] for _, key in times) > end:
+    if end is not None and latest > end:
         i = next(i for i, key in times if key[:10] > end)
         rule = f"its UTC day is after the requested end_date={end}"
         raise _fail(i, facts[i], "time_utc", rule)

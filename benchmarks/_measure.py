@@ -328,7 +328,38 @@ def export(url: str, key: str, folder: str) -> dict[str, Any]:
     return {"rows": result.records, **timing}
 
 
+def checks(url: str, key: str, variant: str) -> dict[str, Any]:
+    """A default load with the trust checks of SPEC §4 on (``"on"``) or taken out, to price
+    them: ``"off"`` skips the page checks against the query and the progress check; ``"bare"``
+    also reads only the cursor of each body (no per-record facts), as the first round did."""
+    import msgspec
+
+    import impactframe as ifr
+    from impactframe._paging import _cap, _pages, _walk
+
+    if variant in ("off", "bare"):
+        _cap.check_page = lambda facts, query, previous: previous  # type: ignore[assignment]
+        _walk._Progress.check = lambda self, page, number: None  # type: ignore[method-assign]
+    if variant == "bare":
+        cursor_only = msgspec.json.Decoder(
+            msgspec.defstruct("Envelope", [("cursor", object, None)])
+        )
+
+        def parse(body: bytes, records_key: str, *, customers: bool = False) -> Any:
+            cursor = cursor_only.decode(body).cursor
+            return _pages.Page(body, PAGE_SIZE, cursor, records_key=records_key, facts=[])
+
+        _cap.parse_page = parse  # type: ignore[assignment]
+
+    def run() -> Any:
+        return ifr.load_customer_records(api_key=key, base_url=url, progress=False)
+
+    df, timing = _timed(run)
+    return {"rows": len(df), **timing}
+
+
 KINDS: dict[str, Callable[..., dict[str, Any]]] = {
+    "checks": checks,
     "user": user,
     "export": export,
     "impactframe": impactframe,

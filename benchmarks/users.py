@@ -122,6 +122,24 @@ def network_row(n: int, runs: int) -> str:
     )
 
 
+def checks_row(n: int, runs: int) -> str:
+    """What the trust checks cost a well-behaved server's load (issue "Trust")."""
+    found: dict[str, list[dict[str, Any]]] = {"on": [], "off": [], "bare": []}
+    with serve(n) as server:
+        for _ in range(runs):
+            for variant, rows in found.items():
+                rows.append(measure("checks", server["url"], server["key"], variant))
+    cpu = {variant: _median(rows, "cpu") for variant, rows in found.items()}
+    wall = {variant: _median(rows, "seconds") for variant, rows in found.items()}
+    return (
+        f"| trust checks, {n:,} records, default arguments | CPU {cpu['on']:.2f} s with "
+        f"them, {cpu['off']:.2f} s without the page and progress checks "
+        f"(×{cpu['on'] / cpu['off']:.2f}), {cpu['bare']:.2f} s also without the per-record "
+        f"facts (×{cpu['on'] / cpu['bare']:.2f}); wall {wall['on']:.2f} / {wall['off']:.2f} / "
+        f"{wall['bare']:.2f} s | little |  |"
+    )
+
+
 def rate_row(n: int, rate: float, runs: int) -> str:
     achieved, refused = [], []
     for _ in range(runs):  # a new gateway each run: a fresh token bucket
@@ -146,19 +164,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a smoke check on small sizes")
     parser.add_argument("--output", type=Path, help="also write the section into this file")
+    parser.add_argument(
+        "--only-checks", action="store_true", help="only the row pricing the trust checks"
+    )
     args = parser.parse_args(argv)
     sizes, runs = args.sizes, args.runs
-    export_n, network_n, rate_n, slow_rate_n = 200_000, 50_000, 100_000, 100_000
+    export_n, network_n, rate_n, slow_rate_n, checks_n = (
+        200_000, 50_000, 100_000, 100_000, 1_000_000
+    )  # fmt: skip
     if args.quick:
         sizes, runs = [1_000, 5_000], 1
-        export_n, network_n, rate_n, slow_rate_n = 5_000, 5_000, 5_000, 2_000
+        export_n, network_n, rate_n, slow_rate_n, checks_n = 5_000, 5_000, 5_000, 2_000, 5_000
     print(f"running {runs} run(s) per measurement...", file=sys.stderr)
+    if args.only_checks:
+        print(checks_row(checks_n, runs))
+        return
     lines, _ = sizes_rows(sizes, runs)
     checks = [
         export_row(export_n, runs),
         network_row(network_n, runs),
         rate_row(rate_n, 40, runs),
         rate_row(slow_rate_n, 5, runs),
+        checks_row(checks_n, runs),
     ]
     text = "\n".join(
         [

@@ -317,34 +317,126 @@ def test_auto_concurrency_adapts_to_a_rate_limit_and_gives_the_rows_of_one_chain
     assert_frame_equal(many, one)
     throttled = statuses.count(429)
     assert throttled >= 1  # the limit was reached: the test can fail
-    # After a 429 the chains wait out Retry-After and fewer run: most requests get through.
-    assert throttled <= 0.25 * len(statuses), (throttled, len(statuses))
+    # After a 429 the chains wait out Retry-After and are paced: most requests get through.
+    assert throttled <= 0.15 * len(statuses), (throttled, len(statuses))
 
 
-def test_the_gate_halves_once_per_wait_and_grows_back_by_one() -> None:
+def test_the_gate_starts_slow_halves_once_per_wait_and_grows_back_by_one() -> None:
     import threading
 
     from impactframe._paging._gate import Gate
     from impactframe.client._client import WalkAbandoned
 
-    now = [0.0]
-    gate = Gate(8, clock=lambda: now[0])
+    now, slept = [0.0], []
+    gate = Gate(8, clock=lambda: now[0], sleep=slept.append)
+    assert gate.limit == 2  # slow start: no burst before the API's limit is known
+    for _ in range(2 + 4):
+        gate.succeeded()
+    assert gate.limit == 8  # doubled twice
     for _ in range(5):  # one burst of 429s: halved once
         gate.throttled(429, 1.0)
     assert gate.limit == 4
+    # The retries of the burst leave one after the other at the pace, not all at once.
+    assert slept == sorted(slept)
+    assert len(slept) == 4
+    assert slept[0] > 0
     gate.throttled(503, 1.0)  # a 5xx is not a rate limit
     assert gate.limit == 4
-    now[0] = 2.0
+    now[0] = 60.0
     gate.throttled(429, 1.0)
     assert gate.limit == 2
     for _ in range(2):
         gate.succeeded()
-    assert gate.limit == 3
+    assert gate.limit == 3  # after a 429: additive increase
     cancel = threading.Event()
-    now[0] = 2.5  # still inside the Retry-After: a new request waits, cancel ends the wait
+    now[0] = 60.5  # still inside the Retry-After: a new request waits, cancel ends the wait
+    assert gate.wait(now[0]) >= 0.5  # the Retry-After, and the pace behind it
     cancel.set()
     with pytest.raises(WalkAbandoned), gate.slot(cancel):
         pass
+
+
+def test_the_pace_is_set_below_the_rate_the_api_accepted() -> None:
+    from impactframe._paging._gate import Pace
+
+    pace = Pace()
+    assert pace.rate is None  # no pace before a 429
+    assert pace.due(3.0) == 3.0
+    for i in range(50):  # a saved-up burst: 10 accepted in 0.1 s, then 5 a second
+        t = i * 0.01 if i < 10 else 0.1 + (i - 9) * 0.2
+        pace.sent(t)
+        pace.succeeded(t)
+    pace.refused(8.2)
+    assert pace.rate is not None
+    assert 0.8 * 5 <= pace.rate < 5  # below what the API accepted, not the burst's rate
+    first = pace.retry_at(8.2, 1.0)
+    second = pace.retry_at(8.2, 1.0)
+    assert first == pytest.approx(9.2)
+    assert second == pytest.approx(9.2 + 1 / pace.rate)
+    assert pace.due(9.2) == pytest.approx(9.2 + 2 / pace.rate)
+
+
+def _simulate(rate: float, chains: int, latency: float, seconds: float) -> tuple[float, float]:
+    """The gate's rules against the sandbox's token bucket, on a virtual clock: the share of
+    the limit's throughput the chains get, and the share of requests refused."""
+    import heapq
+
+    from impactframe._paging._gate import Gate
+    from impactframe.sandbox._rate import TokenBucket
+
+    now, cpu = [0.0], 0.005  # the client's time per page
+    bucket = TokenBucket(rate, clock=lambda: now[0])
+    gate = Gate(chains, clock=lambda: now[0])
+    events: list[tuple[float, int, str, float]] = [(0.0, i, "want", 0.0) for i in range(chains)]
+    ok = refused = 0
+    while events:
+        t, chain, kind, delay = heapq.heappop(events)
+        if t > seconds:
+            break
+        now[0] = t
+        if kind == "want":
+            wait = gate.wait(t)
+            if wait > 0:  # the threaded gate wakes on a change or after a timeout: poll
+                heapq.heappush(events, (t + min(wait, 0.005), chain, "want", 0.0))
+                continue
+            gate.enter(t)
+            kind = "send"
+        if kind == "send":
+            now[0] = t + latency / 2  # the gateway sees it half-way
+            answer = bucket.take()
+            kind, delay = ("ok", 0.0) if answer is None else ("429", float(answer))
+            heapq.heappush(events, (t + latency, chain, kind, delay))
+        elif kind == "ok":
+            ok += 1
+            gate.answered(t)
+            gate.leave()
+            heapq.heappush(events, (t + cpu, chain, "want", 0.0))
+        else:  # the retry leaves after Retry-After and its place in the pace
+            refused += 1
+            heapq.heappush(events, (t + delay + gate.refused(t, delay), chain, "send", 0.0))
+    most = min(rate, chains / (latency + cpu))
+    return ok / seconds / most, refused / max(1, ok + refused)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rate=st.floats(2.0, 200.0),
+    chains=st.integers(1, 8),
+    latency=st.floats(0.001, 0.2),
+)
+def test_the_gate_keeps_a_rate_limit_busy_without_a_storm_of_429s(
+    rate: float, chains: int, latency: float
+) -> None:
+    throughput, refused = _simulate(rate, chains, latency, seconds=60.0)
+    assert refused <= 0.10, refused
+    assert throughput >= 0.80, throughput
+
+
+@pytest.mark.parametrize("rate", [5.0, 40.0])
+def test_the_gate_at_the_benchmarks_limits(rate: float) -> None:
+    throughput, refused = _simulate(rate, 8, 0.05, seconds=120.0)
+    assert refused <= 0.05, refused
+    assert throughput >= 0.90, throughput
 
 
 def test_progress_counts_the_days_covered_of_a_known_range() -> None:

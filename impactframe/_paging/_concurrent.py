@@ -173,7 +173,7 @@ def _windowed(
     """The pages of the window ``queries`` (in row order), walked on ``chains`` threads."""
     logger.debug("walking %d date windows on up to %d chains", len(queries), chains)
     handoff = Handoff(threading.Event(), budget)
-    gate = Gate(chains)
+    gate = Gate(chains, cancel=handoff.stop)
     with ThreadPoolExecutor(max_workers=chains, thread_name_prefix="impactframe") as pool:
         pending: deque[tuple[WindowPages, Future[None]]] = deque()
 

@@ -7,7 +7,8 @@
   exists (``cache="."``, a group-shared folder, ``/tmp``, a symlink's target) keeps its mode.
 - `lock_file` / `unlock_file`: an exclusive lock on a lock file (``flock``, ``msvcrt.locking``
   on Windows), always on the inode the name points at; `path_lock` adds a re-entrant thread
-  lock on top, so threads and processes take turns.
+  lock on top, so threads and processes take turns; `folder_lock` locks a folder itself the
+  same way (an export's refresh).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "PathLock",
     "atomic_output",
     "atomic_write",
+    "folder_lock",
     "lock_file",
     "path_lock",
     "private_dir",
@@ -241,11 +243,17 @@ def lock_file(path: pathlib.Path, *, wait: bool = True) -> int | None:
     >>> fd = lock_file(name)
     >>> unlock_file(fd)
     """
+    return _lock_at(path, os.O_RDWR | os.O_CREAT, wait=wait)
+
+
+def _lock_at(path: pathlib.Path, flags: int, *, wait: bool) -> int | None:
+    """Open `path` with `flags` and lock it, until the locked inode is the one at `path`."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        fd = os.open(path, flags, FILE_MODE)
         try:
-            with contextlib.suppress(AttributeError, PermissionError):  # fchmod: POSIX only
-                os.fchmod(fd, FILE_MODE)
+            if flags & os.O_CREAT:
+                with contextlib.suppress(AttributeError, PermissionError):  # fchmod: POSIX only
+                    os.fchmod(fd, FILE_MODE)
             try:
                 _lock_fd(fd, wait)
             except OSError:
@@ -264,6 +272,30 @@ def lock_file(path: pathlib.Path, *, wait: bool = True) -> int | None:
             return fd
         _unlock_fd(fd)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(path: pathlib.Path) -> Iterator[None]:
+    """Hold the folder at `path` itself (its inode, locked) for the block; no lock on Windows.
+
+    Whoever waits for it and then finds the folder swapped out (renamed aside, a new one at
+    `path`) locks the new one, as `lock_file` does for a file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with folder_lock(pathlib.Path(tempfile.mkdtemp())):
+    ...     pass
+    """
+    if sys.platform == "win32":  # pragma: no cover - a folder cannot be opened there
+        yield
+        return
+    fd = _lock_at(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0), wait=True)
+    assert fd is not None  # wait=True never gives up
+    try:
+        yield
+    finally:
+        unlock_file(fd)
 
 
 def unlock_file(fd: int) -> None:

@@ -17,22 +17,30 @@ graph or its expression never shows the key.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ._constants import DEFAULTS, DTYPE_BACKENDS, ENDPOINTS, IMPACT_TYPES
-from ._frame._builder import FrameBuilder, empty_frame
+from ._frame._builder import FrameBuilder
 from ._frame._drift import Findings
 from ._paging._concurrent import date_bounds, open_windows
 from ._paging._windows import split_windows
-from ._params import Query, check_choice, normalize_query, reject
+from ._params import Query, check_choice, normalize_query
 from ._prepare import fill_doc, prepare
+from ._readers import (
+    PREFIX,
+    HiddenKey,
+    check_metadata_keys,
+    check_npartitions,
+    conform,
+    meta_frame,
+    months,
+)
 from ._warn import warn_all
 from .client._client import Client
-from .client._secrets import _fingerprint, _resolve_api_key
+from .client._secrets import _resolve_api_key
 from .errors import SchemaDriftWarning
 from .loaders import load_with
 
@@ -40,8 +48,6 @@ if TYPE_CHECKING:
     import dask.dataframe
 
 __all__ = ["read_customer_records", "read_records"]
-
-_PREFIX = "metadata_"
 
 
 def _require_dask() -> Any:
@@ -51,66 +57,6 @@ def _require_dask() -> Any:
         msg = "impactframe.dask needs Dask: install impactframe[dask]"
         raise ImportError(msg) from exc
     return dd
-
-
-class _HiddenKey:
-    """The API key, picklable, shown as ``***`` and tokenized by its fingerprint only.
-
-    The token must still differ between keys: a shared scheduler reuses results by task
-    name, and one account must never be handed another account's partitions.
-    """
-
-    __slots__ = ("_fingerprint", "_value")
-
-    def __init__(self, value: str, base_url: str) -> None:
-        self._value = value
-        self._fingerprint = _fingerprint(base_url, value)
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "_HiddenKey('***')"
-
-    def __dask_tokenize__(self) -> tuple[str, str]:
-        return ("impactframe-key", self._fingerprint)
-
-    def __getstate__(self) -> tuple[str, str]:
-        return self._value, self._fingerprint
-
-    def __setstate__(self, state: tuple[str, str]) -> None:
-        self._value, self._fingerprint = state
-
-
-def _meta(endpoint: str, metadata_keys: tuple[str, ...] | None, dtype_backend: str) -> pd.DataFrame:
-    """The empty frame every partition matches: fixed columns, then the metadata column(s)."""
-    if metadata_keys is None:
-        return empty_frame(endpoint, metadata="json", dtype_backend=dtype_backend)
-    meta = empty_frame(endpoint, metadata="drop", dtype_backend=dtype_backend)
-    string = meta["user_id"].dtype
-    for key in metadata_keys:
-        meta[f"{_PREFIX}{key}"] = pd.Series([], dtype=string, index=meta.index)
-    return meta
-
-
-def _conform(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
-    """Exactly meta's columns and dtypes; a new impact type keeps its value (see `read_records`)."""
-    columns: dict[str, Any] = {}
-    for name in meta.columns:
-        dtype = meta[name].dtype
-        if name not in frame.columns:
-            columns[name] = pd.Series(pd.NA, index=frame.index, dtype=dtype)
-            continue
-        column = frame[name]
-        if isinstance(dtype, pd.CategoricalDtype) and isinstance(column.dtype, pd.CategoricalDtype):
-            known = list(dtype.categories)
-            new = [c for c in column.cat.categories if c not in dtype.categories]
-            columns[name] = column.cat.set_categories([*known, *new])
-        elif column.dtype != dtype:
-            columns[name] = column.astype(dtype)
-        else:
-            columns[name] = column
-    return pd.DataFrame(columns, index=frame.index)
 
 
 def _build(builder: FrameBuilder, found: list[Findings]) -> pd.DataFrame:
@@ -140,7 +86,7 @@ def _report(endpoint: str, frame: pd.DataFrame, meta: pd.DataFrame, findings: Fi
                 f"{records_key}: unknown impact type {name!r} in {n} record(s), kept as a "
                 f"category of impact_type with its amount; its column {name!r} is left out: {why}"
             )
-        elif name.startswith(_PREFIX) and "metadata" not in meta.columns:
+        elif name.startswith(PREFIX) and "metadata" not in meta.columns:
             continue  # a metadata key the caller did not name in metadata_keys: their choice
         else:
             msg = f"{records_key}: unknown field {name!r} is left out: {why}"
@@ -156,7 +102,7 @@ class _WindowReader:
         endpoint: str,
         query: Query,
         *,
-        key: _HiddenKey,
+        key: HiddenKey,
         base_url: str,
         metadata_keys: tuple[str, ...] | None,
         dtype_backend: str,
@@ -192,7 +138,7 @@ class _WindowReader:
             sort_order=self.query.sort_order,
             page_size=self.query.page_size,
             metadata="json" if self.metadata_keys is None else "columns",
-            metadata_prefix=_PREFIX,
+            metadata_prefix=PREFIX,
             dtype_backend=self.dtype_backend,
             progress=False,
             concurrency=1,  # Dask runs the partitions in parallel already
@@ -204,37 +150,9 @@ class _WindowReader:
             api_key=self.key.get(),
             base_url=self.base_url,
         )
-        meta = _meta(self.endpoint, self.metadata_keys, self.dtype_backend)
+        meta = meta_frame(self.endpoint, self.metadata_keys, self.dtype_backend)
         _report(self.endpoint, frame, meta, found[0])
-        return _conform(frame, meta)
-
-
-def _check_metadata_keys(metadata_keys: object) -> tuple[str, ...] | None:
-    if metadata_keys is None:
-        return None
-    items = [metadata_keys] if isinstance(metadata_keys, str) else metadata_keys
-    if not isinstance(items, Iterable) or isinstance(items, bytes | dict):
-        items = None
-    else:
-        items = list(items)
-    if items is None or not all(isinstance(k, str) and k for k in items):
-        accepted = (
-            "None (one JSON column 'metadata') or a list of metadata keys (non-empty strings)"
-        )
-        reject("metadata_keys", metadata_keys, accepted)
-    return tuple(sorted(set(items)))
-
-
-def _check_npartitions(npartitions: object) -> int | None:
-    if npartitions is None:
-        return None
-    if isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
-        reject("npartitions", npartitions, "None (one per month) or an int >= 1")
-    return npartitions
-
-
-def _months(start: dt.date, end: dt.date) -> int:
-    return (end.year - start.year) * 12 + end.month - start.month + 1
+        return conform(frame, meta)
 
 
 def _read(
@@ -249,8 +167,8 @@ def _read(
 ) -> dask.dataframe.DataFrame:
     # Every argument is checked before a client (and so any connection) exists; the query
     # came checked by the caller's `normalize_query`.
-    keys = _check_metadata_keys(metadata_keys)
-    n = _check_npartitions(npartitions)
+    keys = check_metadata_keys(metadata_keys)
+    n = check_npartitions(npartitions)
     check_choice(dtype_backend, "dtype_backend", DTYPE_BACKENDS)
     dd = _require_dask()
 
@@ -264,13 +182,13 @@ def _read(
     else:
         # The outer windows stay as open as the query: the probed edge days only balance the
         # partitions, and a server that misreports them cannot drop records (SPEC §4).
-        windows = open_windows(split_windows(*bounds, n or _months(*bounds)), query)
+        windows = open_windows(split_windows(*bounds, n or months(*bounds)), query)
         if query.sort_order == "desc":
             windows.reverse()
     reader = _WindowReader(
         endpoint,
         query,
-        key=_HiddenKey(key, resolved_url),
+        key=HiddenKey(key, resolved_url),
         base_url=resolved_url,
         metadata_keys=keys,
         dtype_backend=dtype_backend,
@@ -279,7 +197,7 @@ def _read(
     return dd.from_map(
         reader,
         spans,
-        meta=_meta(endpoint, keys, dtype_backend),
+        meta=meta_frame(endpoint, keys, dtype_backend),
         divisions=None,
         label=f"impactframe-{endpoint.replace('_', '-')}",
         enforce_metadata=True,

@@ -17,15 +17,12 @@ they are installed. It builds plain ``DataFrameSchema`` objects with the same co
 checks (a test pins the equality), once per (endpoint, options). And importing pandera tries
 ``import pyspark.pandas`` (0.2 s, a ``FutureWarning`` on pandas 3, and environment variables
 set for Spark) when pyspark is installed; impactframe never validates pandas-on-Spark frames,
-so that attempt is turned away while pandera is first imported (`_pandera_without_pyspark`).
+so that attempt is turned away while pandera is first imported
+(`impactframe._validation.pandera_without_pyspark`).
 """
 
-import contextlib
 import functools
-import os
 import re
-import sys
-from collections.abc import Iterator
 from typing import Annotated, Any, NoReturn
 
 import pandas as pd
@@ -42,100 +39,17 @@ from ._dtypes import (
     fixed_dtypes,
 )
 from ._params import reject
+from ._validation import ExactDtype, ImpactCategory, pandera_without_pyspark
 from .errors import ValidationError
 
-__all__ = ["CustomerRecordsSchema", "RecordsSchema", "validate"]
-
-# What pandera's import does for pyspark (pandera/external_config.py): sets these two variables
-# and imports pyspark.pandas, only so that pandas-on-Spark frames can be validated.
-_PANDERA_SPARK_ENV = ("SPARK_LOCAL_IP", "PYARROW_IGNORE_TIMEZONE")
-_PYSPARK_MODULES = ("pyspark", "pyspark.pandas")
-
-
-# Decided once, before the import below: a pandera imported by the user first is left as it is.
-_SPARE_PYSPARK = "pandera" not in sys.modules
-
-
-@contextlib.contextmanager
-def _pandera_without_pyspark() -> Iterator[None]:
-    """While pandera is imported and warmed up: ``import pyspark.pandas`` fails, the environment
-    is kept.
-
-    A ``None`` in ``sys.modules`` makes an import raise ``ImportError``, which pandera catches
-    (it then leaves out pandas-on-Spark, which impactframe never validates); the entries are
-    removed afterwards, so the user's own ``import pyspark`` works as usual. Both pandera's
-    import and its backends' first use (`_warm_up`) try it. ``SPARK_LOCAL_IP=127.0.0.1`` left
-    behind would bind a later Spark driver of this process to loopback.
-    """
-    if not _SPARE_PYSPARK:
-        yield
-        return
-    blocked = [name for name in _PYSPARK_MODULES if name not in sys.modules]
-    environment = {name: os.environ.get(name) for name in _PANDERA_SPARK_ENV}
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        for name in blocked:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
-        for name, value in environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-with _pandera_without_pyspark():
+with pandera_without_pyspark():
     import pandera.pandas as pa
-    from pandera.engines import pandas_engine
     from pandera.errors import SchemaErrors
     from pandera.typing import Series
 
+__all__ = ["CustomerRecordsSchema", "RecordsSchema", "validate"]
+
 _FAILURE_COLUMNS = ["schema_context", "column", "check", "check_number", "failure_case", "index"]
-
-
-def _actual_dtype(pandera_dtype: Any, data_container: Any) -> Any:
-    """The pandas dtype being checked (pandera passes its own wrapper, which can lose detail)."""
-    if data_container is not None:
-        return data_container.dtype
-    if isinstance(pandera_dtype, pandas_engine.DataType):
-        return pandera_dtype.type
-    return pandera_dtype
-
-
-class _ExactDtype(pandas_engine.DataType):
-    """A dtype a column must have exactly (``Int64`` is not ``int64``, nor ``string`` ``str``)."""
-
-    def __init__(self, dtype: Any) -> None:
-        # DataType is a frozen dataclass whose __init__ warns about unknown dtypes; set the field
-        object.__setattr__(self, "type", dtype)
-
-    def check(self, pandera_dtype: Any, data_container: Any = None) -> bool:
-        actual = _actual_dtype(pandera_dtype, data_container)
-        return type(actual) is type(self.type) and bool(actual == self.type)
-
-    def __str__(self) -> str:
-        return str(self.type)
-
-
-class _ImpactCategory(pandas_engine.DataType):
-    """An unordered category whose categories start with the known impact types, in order."""
-
-    def __init__(self) -> None:
-        object.__setattr__(self, "type", DTYPES["impact_type"])
-
-    def check(self, pandera_dtype: Any, data_container: Any = None) -> bool:
-        actual = _actual_dtype(pandera_dtype, data_container)
-        return (
-            isinstance(actual, pd.CategoricalDtype)
-            and not actual.ordered
-            and tuple(actual.categories[: len(IMPACT_TYPES)]) == IMPACT_TYPES
-        )
-
-    def __str__(self) -> str:
-        return "category"
 
 
 def _impact_consistency(df: pd.DataFrame) -> pd.Series:
@@ -178,27 +92,27 @@ class RecordsSchema(pa.DataFrameModel):
     'time_utc'
     """
 
-    user_id: Series[Annotated[_ExactDtype, DTYPES["user_id"]]] = pa.Field()
-    time_utc: Series[Annotated[_ExactDtype, DTYPES["time_utc"]]] = pa.Field()
-    impact_type: Series[_ImpactCategory] = pa.Field()
-    amount: Series[Annotated[_ExactDtype, DTYPES["amount"]]] = pa.Field(ge=0)
-    tree_planted: Series[Annotated[_ExactDtype, DTYPES["tree_planted"]]] = pa.Field(
+    user_id: Series[Annotated[ExactDtype, DTYPES["user_id"]]] = pa.Field()
+    time_utc: Series[Annotated[ExactDtype, DTYPES["time_utc"]]] = pa.Field()
+    impact_type: Series[ImpactCategory] = pa.Field()
+    amount: Series[Annotated[ExactDtype, DTYPES["amount"]]] = pa.Field(ge=0)
+    tree_planted: Series[Annotated[ExactDtype, DTYPES["tree_planted"]]] = pa.Field(
         ge=0, nullable=True
     )
-    waste_removed: Series[Annotated[_ExactDtype, DTYPES["waste_removed"]]] = pa.Field(
+    waste_removed: Series[Annotated[ExactDtype, DTYPES["waste_removed"]]] = pa.Field(
         ge=0, nullable=True
     )
-    carbon_captured: Series[Annotated[_ExactDtype, DTYPES["carbon_captured"]]] = pa.Field(
+    carbon_captured: Series[Annotated[ExactDtype, DTYPES["carbon_captured"]]] = pa.Field(
         ge=0, nullable=True
     )
-    coral_restored: Series[Annotated[_ExactDtype, DTYPES["coral_restored"]]] = pa.Field(
+    coral_restored: Series[Annotated[ExactDtype, DTYPES["coral_restored"]]] = pa.Field(
         ge=0, nullable=True
     )
-    money_donated: Series[Annotated[_ExactDtype, DTYPES["money_donated"]]] = pa.Field(
+    money_donated: Series[Annotated[ExactDtype, DTYPES["money_donated"]]] = pa.Field(
         ge=0, nullable=True
     )
-    category: Series[Annotated[_ExactDtype, DTYPES["category"]]] = pa.Field(nullable=True)
-    metadata_columns: Series[Annotated[_ExactDtype, METADATA_DTYPES["columns"]]] | None = pa.Field(
+    category: Series[Annotated[ExactDtype, DTYPES["category"]]] = pa.Field(nullable=True)
+    metadata_columns: Series[Annotated[ExactDtype, METADATA_DTYPES["columns"]]] | None = pa.Field(
         nullable=True, regex=True, alias=r"^metadata_.+"
     )
 
@@ -228,7 +142,7 @@ class RecordsSchema(pa.DataFrameModel):
             return super().build_schema_(**kwargs)
         fixed = _fixed_columns(endpoint, "numpy_nullable")
         metadata = pa.Column(
-            _ExactDtype(METADATA_DTYPES["columns"]),
+            ExactDtype(METADATA_DTYPES["columns"]),
             nullable=True,
             regex=True,
             required=False,
@@ -250,9 +164,9 @@ class CustomerRecordsSchema(RecordsSchema):
     'customer_email'
     """
 
-    customer_id: Series[Annotated[_ExactDtype, DTYPES["customer_id"]]] = pa.Field()
-    customer_email: Series[Annotated[_ExactDtype, DTYPES["customer_email"]]] = pa.Field()
-    customer_name: Series[Annotated[_ExactDtype, DTYPES["customer_name"]]] = pa.Field(nullable=True)
+    customer_id: Series[Annotated[ExactDtype, DTYPES["customer_id"]]] = pa.Field()
+    customer_email: Series[Annotated[ExactDtype, DTYPES["customer_email"]]] = pa.Field()
+    customer_name: Series[Annotated[ExactDtype, DTYPES["customer_name"]]] = pa.Field(nullable=True)
 
     class Config:
         name = "CustomerRecordsSchema"
@@ -282,7 +196,7 @@ def _fixed_columns(endpoint: str, dtype_backend: str) -> dict[str, pa.Column]:
     order += [n for n in dtypes if n in CUSTOMER_COLUMNS]
     return {
         name: pa.Column(
-            _ImpactCategory() if name == "impact_type" else _ExactDtype(dtypes[name]),
+            ImpactCategory() if name == "impact_type" else ExactDtype(dtypes[name]),
             checks=[pa.Check.ge(0)] if name in _NON_NEGATIVE else None,
             nullable=name in _NULLABLE,
             name=name,
@@ -300,7 +214,7 @@ def _schema(endpoint: str, dtype_backend: str, metadata: str, prefix: str) -> pa
     """
     columns = _fixed_columns(endpoint, dtype_backend)
     dtype = (
-        _ExactDtype(backend_dtype(METADATA_DTYPES[metadata], dtype_backend))
+        ExactDtype(backend_dtype(METADATA_DTYPES[metadata], dtype_backend))
         if (metadata != "drop")
         else None
     )
@@ -420,7 +334,7 @@ def validate(
     if impact_type is not None and isinstance(impact_type.dtype, pd.CategoricalDtype):
         new_types = [str(c) for c in impact_type.cat.categories[len(IMPACT_TYPES) :]]
     if new_types:
-        int_dtype = _ExactDtype(backend_dtype(DTYPES["amount"], dtype_backend))
+        int_dtype = ExactDtype(backend_dtype(DTYPES["amount"], dtype_backend))
         checks = [pa.Check.ge(0)]
         schema = schema.add_columns(
             {name: pa.Column(int_dtype, checks=checks, nullable=True) for name in new_types}
@@ -458,7 +372,7 @@ def _warm_up() -> None:
     empty = pd.DataFrame(
         {name: pd.Series(dtype=dtype) for name, dtype in fixed_dtypes("records").items()}
     )
-    with _pandera_without_pyspark():
+    with pandera_without_pyspark():
         validate(empty, "records", metadata="drop")
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,11 +42,12 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ._constants import ENDPOINTS, ENV_API_KEY, IMPACT_TYPES
+from ._constants import ENDPOINTS, IMPACT_TYPES
 from ._dtypes import INT, fixed_dtypes
 from ._paging._concurrent import date_bounds
 from ._paging._windows import split_windows
-from ._params import Query, check_choice, normalize_query, reject
+from ._params import check_choice, reject
+from ._readers import PREFIX, SparkConfig, months, spark_config
 from .client._client import Client
 from .errors import SchemaDriftWarning
 from .loaders import load_customer_records, load_records
@@ -81,96 +81,10 @@ __all__ = ["FILTER_PUSHDOWN", "ImpactFrameDataSource", "register", "spark_schema
 
 NAME = "impactframe"
 PUSHDOWN_CONF = "spark.sql.python.filterPushdown.enabled"
-_PREFIX = "metadata_"
-_OPTIONS = (
-    "endpoint",
-    "filter_by",
-    "start_date",
-    "end_date",
-    "customer_email",
-    "sort_order",
-    "page_size",
-    "metadata_keys",
-    "npartitions",
-    "base_url",
-    "api_key_env",
-)
 # Never null (SPEC §3): Spark may rely on it, and the Arrow batches say so too.
 _REQUIRED = frozenset(
     {"user_id", "customer_id", "customer_email", "time_utc", "impact_type", "amount"}
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Config:
-    """The options, checked (on the driver, when ``load()`` runs), picklable, without the key."""
-
-    endpoint: str
-    query: Query
-    metadata_keys: tuple[str, ...] | None
-    npartitions: int | None
-    base_url: str | None
-    api_key_env: str
-
-
-def _split(name: str, value: str) -> list[str]:
-    """Option `name`: a comma-separated list, or a JSON list (for values that hold commas)."""
-    text = value.strip()
-    if text.startswith("["):
-        try:
-            items = json.loads(text)
-        except ValueError:
-            items = None
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            reject(name, value, "a JSON list of strings or a comma-separated list")
-        return items
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _int_option(options: dict[str, str], name: str) -> int | None:
-    if name not in options:
-        return None
-    try:
-        return int(options[name])
-    except ValueError:
-        reject(name, options[name], "an int")
-
-
-def _config(options: dict[str, str]) -> _Config:
-    names = {name.lower(): value for name, value in options.items()}
-    if "api_key" in names:
-        msg = (
-            "option api_key is not accepted (its value is not shown): options appear in plans "
-            f"and logs. Set {ENV_API_KEY} in the environment of Spark's Python workers, or "
-            "name another variable with the option api_key_env"
-        )
-        raise ValueError(msg)
-    for name in names:
-        if name not in _OPTIONS:
-            reject("option", name, f"one of {', '.join(_OPTIONS)}")
-    endpoint = check_choice(names.get("endpoint", "records"), "endpoint", ENDPOINTS)
-    page_size = _int_option(names, "page_size")
-    query = normalize_query(
-        endpoint,
-        filter_by=_split("filter_by", names["filter_by"]) if "filter_by" in names else None,
-        start_date=names.get("start_date") or None,
-        end_date=names.get("end_date") or None,
-        sort_order=names.get("sort_order", "asc"),
-        page_size=1000 if page_size is None else page_size,
-        customer_email=names.get("customer_email") or None,
-    )
-    keys = None
-    if "metadata_keys" in names:
-        keys = tuple(sorted(set(_split("metadata_keys", names["metadata_keys"]))))
-        if not keys:
-            reject("metadata_keys", names["metadata_keys"], "one metadata key or several")
-    n = _int_option(names, "npartitions")
-    if n is not None and n < 1:
-        reject("npartitions", n, "an int >= 1 (default: one per calendar month)")
-    env = names.get("api_key_env", ENV_API_KEY)
-    if not env or "=" in env:
-        reject("api_key_env", env, "the name of an environment variable")
-    return _Config(endpoint, query, keys, n, names.get("base_url") or None, env)
 
 
 def spark_schema(endpoint: str = "records", metadata_keys: Sequence[str] | None = None) -> Any:
@@ -201,7 +115,7 @@ def spark_schema(endpoint: str = "records", metadata_keys: Sequence[str] | None 
         else:  # strings, and the impact_type category
             kind = StringType()
         fields.append(StructField(name, kind, nullable=name not in _REQUIRED))
-    names = ["metadata"] if metadata_keys is None else [f"{_PREFIX}{k}" for k in metadata_keys]
+    names = ["metadata"] if metadata_keys is None else [f"{PREFIX}{k}" for k in metadata_keys]
     fields += [StructField(name, StringType(), nullable=True) for name in names]
     return StructType(fields)
 
@@ -228,7 +142,7 @@ def _api_key(env: str) -> str:
 class _Reader(DataSourceReader):  # type: ignore[misc]
     """Plans the date windows (on the driver) and fetches one window per partition."""
 
-    def __init__(self, config: _Config, schema: Any) -> None:
+    def __init__(self, config: SparkConfig, schema: Any) -> None:
         self.config = config
         self.schema = schema
         self.empty = False  # a pushed filter that no record can pass
@@ -246,8 +160,7 @@ class _Reader(DataSourceReader):  # type: ignore[misc]
         if bounds is None:  # nothing matches now: one partition asks again when read
             spans = [(query.start_date, query.end_date)]
         else:
-            months = (bounds[1].year - bounds[0].year) * 12 + bounds[1].month - bounds[0].month
-            spans = list(split_windows(*bounds, config.npartitions or months + 1))
+            spans = list(split_windows(*bounds, config.npartitions or months(*bounds)))
             if query.sort_order == "desc":
                 spans.reverse()
         return [
@@ -267,7 +180,7 @@ class _Reader(DataSourceReader):  # type: ignore[misc]
             "sort_order": query.sort_order,
             "page_size": query.page_size,
             "metadata": "json" if config.metadata_keys is None else "columns",
-            "metadata_prefix": _PREFIX,
+            "metadata_prefix": PREFIX,
             "dtype_backend": "pyarrow",
             "progress": False,
             "api_key": _api_key(config.api_key_env),
@@ -323,7 +236,7 @@ def _report(
                 f"{records_key}: unknown impact type {name!r}, kept in impact_type and amount; "
                 f"its column {name!r} is left out: {why}"
             )
-        elif name.startswith(_PREFIX) and "metadata" not in names:
+        elif name.startswith(PREFIX) and "metadata" not in names:
             continue  # a metadata key not named in metadata_keys: the caller's choice
         else:
             msg = f"{records_key}: unknown field {name!r} is left out: {why}"
@@ -381,7 +294,7 @@ class ImpactFrameDataSource(DataSource):  # type: ignore[misc]
 
     def __init__(self, options: dict[str, str]) -> None:
         super().__init__(options)
-        self.config = _config(dict(options))
+        self.config = spark_config(dict(options))
 
     @classmethod
     def name(cls) -> str:

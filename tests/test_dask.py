@@ -20,7 +20,8 @@ from impactframe.sandbox import SandboxServer, generate_records
 dd = pytest.importorskip("dask.dataframe")
 from dask.tokenize import normalize_token, tokenize  # noqa: E402
 
-from impactframe.dask import _HiddenKey, read_customer_records, read_records  # noqa: E402
+from impactframe._readers import HiddenKey  # noqa: E402
+from impactframe.dask import read_customer_records, read_records  # noqa: E402
 
 SECRET = "sk-live-4f9c2e-SECRET-never-shown"
 RECORDS = generate_records(500, seed=31, start="2023-01-01", end="2024-06-30")
@@ -234,9 +235,9 @@ def test_the_key_is_in_no_repr_graph_or_token_input(conn: dict[str, str]) -> Non
 def test_hidden_key_tokens_differ_by_key_and_pickle() -> None:
     import pickle
 
-    a, b = _HiddenKey("key-a", "http://x"), _HiddenKey("key-b", "http://x")
+    a, b = HiddenKey("key-a", "http://x"), HiddenKey("key-b", "http://x")
     assert tokenize(a) != tokenize(b)
-    assert tokenize(a) == tokenize(_HiddenKey("key-a", "http://x"))
+    assert tokenize(a) == tokenize(HiddenKey("key-a", "http://x"))
     assert "key-a" not in repr(a)
     assert pickle.loads(pickle.dumps(a)).get() == "key-a"
 

@@ -129,6 +129,7 @@ SIGNATURES = """
     from pandera.api.pandas.model import DataFrameModel
     import pandera.pandas as pa
     from impactframe import schemas
+    from impactframe._validation import ExactDtype
     from impactframe._dtypes import METADATA_COLUMN, METADATA_DTYPES, backend_dtype, fixed_columns
     from impactframe._dtypes import fixed_dtypes
 
@@ -159,12 +160,12 @@ SIGNATURES = """
     def derived(endpoint, backend, metadata, prefix):
         # what validate() used before: the class's schema, adjusted to the options
         schema = pandera_build(schemas._MODELS[endpoint]).update_columns({
-            name: {"dtype": schemas._ExactDtype(dtype)}
+            name: {"dtype": ExactDtype(dtype)}
             for name, dtype in fixed_dtypes(endpoint, backend).items() if name != "impact_type"
         }).remove_columns([r"^metadata_.+"])
         if metadata == "drop":
             return schema
-        dtype = schemas._ExactDtype(backend_dtype(METADATA_DTYPES[metadata], backend))
+        dtype = ExactDtype(backend_dtype(METADATA_DTYPES[metadata], backend))
         if metadata == "columns":
             fixed = "|".join(map(re.escape, fixed_columns(endpoint)))
             regex = f"^(?!(?:{fixed})$){re.escape(prefix)}.+"

@@ -17,9 +17,10 @@ Parquet does not keep every pandas dtype (``string`` storage and missing-value k
 categories and their order, dict-valued ``metadata``), so the manifest records each column's
 exact dtype and `ParquetCache.get` restores it after one pyarrow read.
 
-This module is the store; its parts live beside it: the key (`_key`), the column codec
-(`_codec`), the root folder (`_files`; locks and atomic writes are `impactframe._fs`) and
-the refresh merge (`_refresh`). The names other modules use are importable from here.
+This module is the store; its parts live beside it: the key (`_key`), the manifest protocol
+(`_manifest`), the column codec (`_codec`), the root folder (`_files`; locks and atomic
+writes are `impactframe._fs`) and the refresh merge (`_refresh`). The names other modules use
+are importable from here.
 `refresh_start` (from `_refresh`) is the refresh's first day, clamped to today (UTC): one record
 dated in the future must not blind every later refresh. The manifest's ``built`` is when
 the entry was last fetched whole (``refresh=True`` keeps it, ``refresh="full"`` renews it);
@@ -29,13 +30,11 @@ the entry was last fetched whole (``refresh=True`` keeps it, ``refresh="full"`` 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import io
 import json
 import logging
 import pathlib
-import re
 import shutil
 import sys
 import warnings
@@ -47,12 +46,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._constants import ENDPOINTS
-from .._fs import atomic_write, path_lock, private_dir
-from .._version import package_version
+from .._fs import path_lock
 from ..errors import CacheWarning
-from ._codec import _decode_frame, _encode_frame, _Uncacheable
+from ._codec import _encode_frame, _Uncacheable
 from ._files import resolve_cache_dir
 from ._key import _FINGERPRINT_RE, CacheKey
+from ._manifest import (
+    COMPRESSION,
+    DIGEST_RE,
+    MANIFEST,
+    SCHEMA_VERSION,
+    Raced,
+    read_entry,
+    write_entry,
+)
 from ._refresh import merge, refresh_start
 
 __all__ = [
@@ -67,26 +74,7 @@ __all__ = [
 
 logger = logging.getLogger("impactframe.cache")
 
-#: Bump when the layout, the manifest or the frame's values change: entries of other versions
-#: are refetched. 2: mixed-type drift columns keep their strings unquoted. 3: the
-#: ``metadata="json"`` text has its keys sorted.
-SCHEMA_VERSION: int = 3
-
-_MANIFEST = "manifest.json"
-_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
-_DATA_RE = re.compile(r"data-[0-9a-f]{64}\.parquet")
-_COMPRESSION = "zstd"
-
-
-def _utc_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 # -- the store -----------------------------------------------------------------------------------
-
-
-class _Raced(str):
-    """`ParquetCache._read` lost a race with a writer: read again."""
 
 
 class ParquetCache:
@@ -217,54 +205,12 @@ class ParquetCache:
         # A writer may replace the entry between our reads of the manifest and the data
         # (only `put` takes the lock): then the manifest has changed, and we read again.
         for _ in range(3):
-            outcome = self._read(folder, key)
-            if not isinstance(outcome, _Raced):
+            outcome = read_entry(folder, key)
+            if not isinstance(outcome, Raced):
                 break
-        if isinstance(outcome, _Raced | str):
+        if isinstance(outcome, Raced | str):
             return self._unusable(str(outcome))
         return outcome
-
-    @staticmethod
-    def _read(folder: pathlib.Path, key: CacheKey) -> pd.DataFrame | str | _Raced | None:
-        """One attempt: the frame, ``None`` (no entry) or why the entry is unusable."""
-        try:
-            raw = (folder / _MANIFEST).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:  # e.g. a file where the entry folder should be
-            return f"its manifest cannot be read ({exc})"
-        try:
-            manifest = json.loads(raw)
-            version = manifest["schema_version"]
-        except (ValueError, TypeError, KeyError):
-            return "its manifest is unreadable"
-        if version != SCHEMA_VERSION:
-            return (
-                f"it was written with cache schema version {version!r}, this version "
-                f"reads {SCHEMA_VERSION}"
-            )
-        try:
-            if manifest["digest"] != key.digest:
-                return "its manifest belongs to another query"
-            data_file = manifest["data_file"]
-            if not _DATA_RE.fullmatch(data_file):
-                return "its manifest names an unexpected data file"
-            try:
-                data = (folder / data_file).read_bytes()
-            except FileNotFoundError:
-                with contextlib.suppress(OSError):
-                    if (folder / _MANIFEST).read_bytes() != raw:
-                        return _Raced("its entry kept changing while being read")
-                return "its data file is missing"
-            if len(data) != manifest["data_bytes"] or (
-                hashlib.sha256(data).hexdigest() != manifest["data_sha256"]
-            ):
-                return "its data file does not match the manifest's sha256"
-            table = pq.read_table(pa.BufferReader(data))
-            return _decode_frame(table, manifest["layout"])
-        except (KeyError, TypeError, ValueError, OSError, pa.ArrowException) as exc:
-            # ArrowInvalid is a ValueError; a bad layout gives Key/Type/ValueError.
-            return f"it cannot be read back ({type(exc).__name__}: {exc})"
 
     @staticmethod
     def _unusable(reason: str) -> None:
@@ -299,7 +245,7 @@ class ParquetCache:
         buffer = io.BytesIO()
         try:
             table, layout = _encode_frame(frame)
-            pq.write_table(table, buffer, compression=_COMPRESSION)
+            pq.write_table(table, buffer, compression=COMPRESSION)
         except (_Uncacheable, pa.ArrowException) as exc:
             # user code -> load_records -> _load -> ParquetCache.put
             warnings.warn(f"not cached: {exc}", CacheWarning, stacklevel=4)
@@ -309,64 +255,13 @@ class ParquetCache:
         folder = self._entry_dir(key)
         try:
             with self.lock(key):
-                self._write_entry(key, folder, frame, layout, data, sha, full=full)
+                write_entry(self.root, key, folder, frame, layout, data, sha, full=full)
         except OSError as exc:
             warnings.warn(
                 f"not cached: the cache entry could not be written ({exc})",
                 CacheWarning,
                 stacklevel=4,
             )
-
-    def _write_entry(
-        self,
-        key: CacheKey,
-        folder: pathlib.Path,
-        frame: pd.DataFrame,
-        layout: dict[str, Any],
-        data: bytes,
-        sha: str,
-        *,
-        full: bool = True,
-    ) -> None:
-        for path in (self.root / key.fingerprint, folder.parent, folder):
-            private_dir(path)
-        now = _utc_now()
-        created = built = now
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            previous = json.loads((folder / _MANIFEST).read_bytes())
-            if previous["schema_version"] == SCHEMA_VERSION:
-                created = str(previous["created"])
-                if not full:
-                    built = str(previous.get("built") or previous["created"])
-        data_file = f"data-{sha}.parquet"
-        atomic_write(folder / data_file, data)
-        since = refresh_start(frame) if "time_utc" in frame else None
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "package_version": package_version(),
-            **key.describe(),
-            "digest": key.digest,
-            "rows": len(frame),
-            "last_synced_day": since.isoformat() if since is not None else None,
-            "created": created,
-            "built": built,
-            "updated": now,
-            "data_file": data_file,
-            "data_sha256": sha,
-            "data_bytes": len(data),
-            "layout": layout,
-        }
-        text = json.dumps(manifest, indent=1, ensure_ascii=False, allow_nan=False)
-        atomic_write(folder / _MANIFEST, text.encode())
-        # Only now is the old data unreferenced; we hold the lock, so leftovers of crashed
-        # writers (temporary files, data no manifest names) can go too.
-        for path in folder.iterdir():
-            if path.name not in (data_file, _MANIFEST) and (
-                _DATA_RE.fullmatch(path.name) or path.name.startswith(".tmp-")
-            ):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-        logger.debug("cached %d rows of %s in entry %s", len(frame), key.endpoint, key.digest[:12])
 
     def _entry_dirs(self) -> Iterator[pathlib.Path]:
         """Every entry folder under the root that follows our layout (nothing else is touched)."""
@@ -379,7 +274,7 @@ class ParquetCache:
                 if not (endpoint.is_dir() and endpoint.name in ENDPOINTS):
                     continue
                 for entry in sorted(endpoint.iterdir()):
-                    if entry.is_dir() and _DIGEST_RE.fullmatch(entry.name):
+                    if entry.is_dir() and DIGEST_RE.fullmatch(entry.name):
                         yield entry
 
     def entries(self) -> list[dict[str, Any]]:
@@ -399,7 +294,7 @@ class ParquetCache:
         found = []
         for entry in self._entry_dirs():
             try:
-                manifest = json.loads((entry / _MANIFEST).read_bytes())
+                manifest = json.loads((entry / MANIFEST).read_bytes())
             except (OSError, ValueError):
                 continue
             if isinstance(manifest, dict):

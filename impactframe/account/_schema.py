@@ -6,16 +6,15 @@ import functools
 from typing import Annotated, Any
 
 import pandas as pd
-import pandera.pandas as pa
-from pandera.errors import SchemaErrors
-from pandera.typing import Series
 
 from .._constants import IMPACT_TYPES
+from .._validation import ExactDtype, pandera_without_pyspark
 from ..errors import ValidationError
-from ..schemas import (
-    _ExactDtype,  # the package's one notion of "exactly this dtype"
-    _pandera_without_pyspark,
-)
+
+with pandera_without_pyspark():
+    import pandera.pandas as pa
+    from pandera.errors import SchemaErrors
+    from pandera.typing import Series
 
 __all__ = ["AMOUNT_DTYPE", "DATE_DTYPE", "DailyImpactSchema", "validate_daily"]
 
@@ -23,7 +22,7 @@ __all__ = ["AMOUNT_DTYPE", "DATE_DTYPE", "DailyImpactSchema", "validate_daily"]
 DATE_DTYPE = pd.DatetimeTZDtype(unit="ms", tz="UTC")
 AMOUNT_DTYPE = pd.Int64Dtype()
 
-_Amount = Series[Annotated[_ExactDtype, AMOUNT_DTYPE]]
+_Amount = Series[Annotated[ExactDtype, AMOUNT_DTYPE]]
 
 
 class DailyImpactSchema(pa.DataFrameModel):
@@ -49,7 +48,7 @@ class DailyImpactSchema(pa.DataFrameModel):
     'date'
     """
 
-    date: Series[Annotated[_ExactDtype, DATE_DTYPE]] = pa.Field(unique=True)
+    date: Series[Annotated[ExactDtype, DATE_DTYPE]] = pa.Field(unique=True)
     tree_planted: _Amount = pa.Field(ge=0)
     waste_removed: _Amount = pa.Field(ge=0)
     carbon_captured: _Amount = pa.Field(ge=0)
@@ -80,7 +79,7 @@ class DailyImpactSchema(pa.DataFrameModel):
             return False
         for name in df.columns[len(head) :]:
             column = df[name]
-            if not _ExactDtype(AMOUNT_DTYPE).check(column.dtype, column):
+            if not ExactDtype(AMOUNT_DTYPE).check(column.dtype, column):
                 return False
             if column.isna().any() or (column < 0).any():
                 return False
@@ -90,7 +89,7 @@ class DailyImpactSchema(pa.DataFrameModel):
 @functools.cache
 def _schema() -> pa.DataFrameSchema:
     # Built once, on first use; pandera's annotation build would import pyspark.pandas
-    with _pandera_without_pyspark():
+    with pandera_without_pyspark():
         return DailyImpactSchema.to_schema()
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from .._constants import DEFAULTS, ENDPOINTS
 from .._frame._builder import FrameBuilder
 from .._frame._drift import Findings
+from .._fs import folder_lock
 from .._paging._concurrent import Concurrency
 from .._params import check_choice
 from .._prepare import DateLike, Plan, connect, prepare
@@ -43,7 +44,7 @@ from ._place import (
     _remove_tree,
     check_target,
 )
-from ._refresh import dataset_lock, existing_dataset, refresh_base, refresh_dataset
+from ._refresh import existing_dataset, refresh_base, refresh_dataset
 from ._write import _DatasetWriter
 
 __all__ = ["PARTITION_KEYS", "ExportResult", "export_parquet"]
@@ -329,7 +330,8 @@ def _export(
     description = {"partition_by": list(partition_keys), **_description(plan)}
     marker = existing_dataset(path, description) if refresh else None
     target = check_target(path, overwrite or refresh)  # refresh replaces what it checked
-    held = dataset_lock(target) if marker is not None else contextlib.nullcontext()
+    # the dataset folder itself, so a second refresh waits, then refreshes the first's result
+    held = folder_lock(target) if marker is not None else contextlib.nullcontext()
     with held, connect(client, api_key, base_url) as active:
         if marker is not None:  # read again under the lock: a refresh may have just ended
             marker = existing_dataset(target, description)

@@ -27,16 +27,13 @@ time.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
 import os
 import shutil
-import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +63,10 @@ from ._write import _DatasetWriter, concat_unified
 __all__ = [
     "COMPARED",
     "RefreshBase",
-    "dataset_lock",
     "existing_dataset",
     "refresh_base",
     "refresh_dataset",
 ]
-
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    fcntl: Any = None
-else:
-    import fcntl
 
 logger = logging.getLogger("impactframe")
 
@@ -138,34 +129,6 @@ def existing_dataset(path: object, description: dict[str, Any]) -> dict[str, Any
         )
         raise ValueError(msg)
     return marker
-
-
-@contextlib.contextmanager
-def dataset_lock(target: Path) -> Iterator[None]:
-    """Hold the dataset folder at `target` (its inode, locked) while a refresh rebuilds it.
-
-    A second refresh of the same dataset waits, then finds the folder it locked swapped out
-    and locks the new one: it refreshes the first one's result instead of failing on files
-    the swap deleted. (No lock on Windows.)
-    """
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    while True:
-        fd = os.open(target, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            same = os.path.samestat(os.fstat(fd), os.stat(target))
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        os.close(fd)
 
 
 def _newest(path: Path, metadata: pq.FileMetaData) -> pd.Timestamp | None:

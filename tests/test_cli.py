@@ -9,6 +9,7 @@ tests/test_sandbox.py.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -319,8 +321,11 @@ def test_ctrl_c_is_exit_130_with_one_line(tmp_path: Path) -> None:
         port = silent.getsockname()[1]
         environment = dict(os.environ, PYTHONPATH=str(ROOT))
         out = tmp_path / "r.parquet"
-        command = [sys.executable, "-m", "impactframe", "fetch", "records", "--out", str(out),
-                   "--base-url", f"http://127.0.0.1:{port}"]  # fmt: skip
+        # -X faulthandler: a child that hangs is sent SIGABRT below and prints every thread's
+        # stack, so a failure shows where it was stuck.
+        url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-X", "faulthandler", "-m", "impactframe", "fetch",
+                   "records", "--out", str(out), "--base-url", url]  # fmt: skip
         process = subprocess.Popen(
             command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -330,7 +335,12 @@ def test_ctrl_c_is_exit_130_with_one_line(tmp_path: Path) -> None:
                 # Once the request is read the child is surely waiting for the answer.
                 connection.recv(4096)
                 process.send_signal(signal.SIGINT)
-                stdout, stderr = process.communicate(timeout=30)
+                try:
+                    stdout, stderr = process.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.send_signal(signal.SIGABRT)
+                    stdout, stderr = process.communicate(timeout=30)
+                    pytest.fail(f"the child did not end within 30 s of SIGINT; stacks:\n{stderr}")
         finally:
             # Never leave a child behind: a running one fails a later test (ResourceWarning).
             if process.poll() is None:
@@ -340,6 +350,50 @@ def test_ctrl_c_is_exit_130_with_one_line(tmp_path: Path) -> None:
     assert stderr == "impactframe: interrupted\n"
     assert stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def _blocked_signals(native_id: int) -> set[int]:
+    """The signals a thread of this process blocks, from Linux's /proc."""
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    mask = int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+    return {number for number in range(1, 65) if mask >> (number - 1) & 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads Linux's /proc")
+def test_every_thread_impactframe_starts_leaves_ctrl_c_to_the_main_thread() -> None:
+    # A Ctrl-C that the kernel hands to a worker only sets Python's flag: a main thread
+    # blocked in the first page's socket read then waits out the whole timeout (the race of
+    # the test above, seen once under load). Workers block SIGINT, so the main thread gets it.
+    seen: dict[str, set[int]] = {}
+    stop = threading.Event()
+
+    def watch() -> None:  # samples the threads while the loads run in the main thread
+        while not stop.wait(0.002):
+            for thread in threading.enumerate():
+                client_side = not thread.name.startswith("impactframe-sandbox")
+                if client_side and thread.name.startswith("impactframe") and thread.native_id:
+                    with contextlib.suppress(OSError, AttributeError):  # it just ended
+                        seen[thread.name.split("_")[0]] = _blocked_signals(thread.native_id)
+
+    watcher = threading.Thread(target=watch)
+    with SandboxServer(n_customer_records=6000, seed=3, latency=0.01) as server:
+        watcher.start()
+        try:
+            for concurrency in ("auto", 1):
+                ifr.load_customer_records(
+                    api_key=server.api_key, base_url=server.url, progress=False,
+                    page_size=500, concurrency=concurrency,
+                )  # fmt: skip
+        finally:
+            stop.set()
+            watcher.join()
+    # The window walkers, the parser, the deadline watchdog and the one-chain reader.
+    assert {"impactframe", "impactframe-parse", "impactframe-deadline", "impactframe-fetch"} <= set(
+        seen
+    )
+    for name, blocked in seen.items():
+        assert {signal.SIGINT, signal.SIGTERM} <= blocked, name
+    assert signal.SIGINT not in _blocked_signals(threading.main_thread().native_id or 0)
 
 
 # -- in-process: arguments, cache, formats ------------------------------------------------------

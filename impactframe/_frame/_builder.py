@@ -31,6 +31,7 @@ from .._dtypes import check_options
 from .._paging._pages import Page, decode_page, loads
 from .._params import check_choice
 from .._warn import warn_all
+from ..client._deadline import leave_signals_to_main
 from ..schemas import validate
 from ._arrow_reader import PageReader
 from ._assemble import Assembly
@@ -53,7 +54,9 @@ _SMALL_RUN: Final = 16  # this many at a time (a batch's chunk is far larger)
 @functools.cache
 def _parser() -> ThreadPoolExecutor:
     """The thread that parses batches while the caller checks the previous one."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="impactframe-parse")
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="impactframe-parse", initializer=leave_signals_to_main
+    )
 
 
 class FrameBuilder:
@@ -357,8 +360,6 @@ class FrameBuilder:
             metadata=self.metadata,
             metadata_prefix=self.metadata_prefix,
         )
-
-
 
 
 def records_to_frame(

@@ -25,6 +25,7 @@ from .._params import Query, reject
 from .._time import canonical_time
 from .._warn import warn_at_caller
 from ..client._client import WalkAbandoned
+from ..client._deadline import leave_signals_to_main
 from ..errors import SchemaDriftWarning
 from ._cap import check_walk, walk_query
 from ._gate import Gate
@@ -174,7 +175,9 @@ def _windowed(
     logger.debug("walking %d date windows on up to %d chains", len(queries), chains)
     handoff = Handoff(threading.Event(), budget)
     gate = Gate(chains, cancel=handoff.stop)
-    with ThreadPoolExecutor(max_workers=chains, thread_name_prefix="impactframe") as pool:
+    with ThreadPoolExecutor(
+        max_workers=chains, thread_name_prefix="impactframe", initializer=leave_signals_to_main
+    ) as pool:
         pending: deque[tuple[WindowPages, Future[None]]] = deque()
 
         def start(window_query: Query) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..client._client import WalkAbandoned
+from ..client._deadline import leave_signals_to_main
 from ._handoff import SIGNAL_POLL
 from ._pages import Page
 
@@ -39,6 +40,7 @@ def prefetch_pages(make: Callable[[threading.Event], Iterator[Page]], depth: int
                 continue
 
     def work() -> None:
+        leave_signals_to_main()
         try:
             for page in pages:
                 hand(True, page)

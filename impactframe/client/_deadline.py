@@ -19,6 +19,7 @@ import contextlib
 import heapq
 import itertools
 import os
+import signal
 import socket
 import threading
 import time
@@ -29,7 +30,33 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-__all__ = ["WATCHDOG", "Deadline", "DeadlineAdapter", "attach_socket", "watching"]
+__all__ = [
+    "WATCHDOG",
+    "Deadline",
+    "DeadlineAdapter",
+    "attach_socket",
+    "leave_signals_to_main",
+    "watching",
+]
+
+#: Signals that Python handles in the main thread (Ctrl-C, a polite kill).
+_MAIN_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
+)
+
+
+def leave_signals_to_main() -> None:
+    """Block Ctrl-C and SIGTERM in the calling thread (the first thing each thread impactframe
+    starts does), so that the kernel delivers them to the main thread.
+
+    Linux hands a process-directed signal to any thread that does not block it. Delivered to
+    a worker, Python's handler only sets a flag, and a main thread blocked in a socket read
+    (the first page of a walk) sleeps on until the read times out: Ctrl-C then seemed to hang
+    for the whole ``timeout``. Delivered to the main thread, the read returns at once (EINTR)
+    and `KeyboardInterrupt` is raised there. No-op where threads have no signal mask.
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_SIGNALS)
 
 
 class Deadline:
@@ -123,6 +150,7 @@ class Watchdog:
         return expired
 
     def _run(self) -> None:
+        leave_signals_to_main()
         while True:
             with self._cond:
                 while not self._heap:

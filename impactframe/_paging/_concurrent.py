@@ -175,37 +175,40 @@ def _windowed(
     logger.debug("walking %d date windows on up to %d chains", len(queries), chains)
     handoff = Handoff(threading.Event(), budget)
     gate = Gate(chains, cancel=handoff.stop)
-    with ThreadPoolExecutor(
+    pool = ThreadPoolExecutor(
         max_workers=chains, thread_name_prefix="impactframe", initializer=leave_signals_to_main
-    ) as pool:
-        pending: deque[tuple[WindowPages, Future[None]]] = deque()
+    )
+    pending: deque[tuple[WindowPages, Future[None]]] = deque()
 
-        def start(window_query: Query) -> None:
-            window = WindowPages()
-            job = pool.submit(_walk_window, client, endpoint, window_query, handoff, window, gate)
-            pending.append((window, job))
+    def start(window_query: Query) -> None:
+        window = WindowPages()
+        job = pool.submit(_walk_window, client, endpoint, window_query, handoff, window, gate)
+        pending.append((window, job))
 
-        todo = iter(queries)
-        try:
-            # A bounded number of windows in flight, handed back in window order.
-            for window_query in todo:
-                start(window_query)
-                if len(pending) >= 2 * chains:
-                    break
-            while pending:
-                window, _ = pending.popleft()
-                next_query = next(todo, None)
-                if next_query is not None:
-                    start(next_query)
-                yield from handoff.take(window)
-        finally:
-            # An error, Ctrl-C or a caller that stops early: the running walks end after
-            # their request in flight, or at once from a retry wait (the pool waits for them).
-            handoff.stop.set()
-            handoff.wake()
-            for _, job in pending:
-                job.cancel()
-            logger.debug("%d requests, %d answered 429", gate.requests, gate.throttles)
+    todo = iter(queries)
+    try:
+        # A bounded number of windows in flight, handed back in window order.
+        for window_query in todo:
+            start(window_query)
+            if len(pending) >= 2 * chains:
+                break
+        while pending:
+            window, _ = pending.popleft()
+            next_query = next(todo, None)
+            if next_query is not None:
+                start(next_query)
+            yield from handoff.take(window)
+    finally:
+        # An error, Ctrl-C or a caller that stops early: the running walks end after
+        # their request in flight, or at once from a retry wait. Not waited for here: this
+        # runs also when the garbage collector finalizes an abandoned walk, in whatever
+        # thread it is in, even one starting up inside threading's own locks, where joining
+        # threads deadlocks (seen in the suite). The workers end on their own; Python joins
+        # them at exit.
+        handoff.stop.set()
+        handoff.wake()
+        pool.shutdown(wait=False, cancel_futures=True)
+        logger.debug("%d requests, %d answered 429", gate.requests, gate.throttles)
 
 
 class _Span:

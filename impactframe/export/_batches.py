@@ -89,9 +89,12 @@ def stream_frames(
             # however long the history (SPEC §7), and the workers still overlap.
             page_budget=PAGES_AHEAD_PER_WORKER * check_concurrency(plan.concurrency),
         )
-        yield from _batches(
-            pages,
-            lambda repeats: FrameBuilder(endpoint, **options, repeats=repeats),
-            found,
-            batch_records,
-        )
+        try:
+            yield from _batches(
+                pages,
+                lambda repeats: FrameBuilder(endpoint, **options, repeats=repeats),
+                found,
+                batch_records,
+            )
+        finally:  # end the walk's threads now, not whenever the garbage collector runs
+            pages.close()
